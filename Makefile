@@ -1,0 +1,51 @@
+# mediaflow — `make run` brings everything up and runs a real job; `make test` runs the suite.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
+UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
+APT_INSTALL := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends
+
+.PHONY: help deps run stop test chaos lint bench diagnose docs proto
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+deps: ## install what is missing: uv, Python packages, nginx, PostgreSQL, RabbitMQ, promtool, Chromium, wrk
+	@command -v uv >/dev/null || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
+	@missing=""; \
+	  command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing="$$missing nginx-light"; \
+	  command -v pg_ctlcluster >/dev/null || missing="$$missing postgresql"; \
+	  command -v rabbitmq-server >/dev/null || [ -x /usr/sbin/rabbitmq-server ] || missing="$$missing rabbitmq-server"; \
+	  command -v promtool >/dev/null || missing="$$missing prometheus"; \
+	  [ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
+	  command -v wrk >/dev/null || missing="$$missing wrk"; \
+	  if [ -n "$$missing" ]; then echo "installing:$$missing"; $(SUDO) apt-get update -qq && $(APT_INSTALL) $$missing; fi
+	@$(UV) sync --quiet --frozen
+
+run: deps ## start everything (idempotent) and run a real job end to end
+	@$(UV) run --frozen python -m devstack demo
+
+stop: ## stop what `make run` started
+	@$(UV) run --frozen python -m devstack down
+
+test: deps ## unit, integration and end-to-end tests against real services
+	@$(UV) run --frozen pytest
+
+chaos: deps ## the chaos tests, longer and larger than in `make test` (CHAOS_SCALE, default 3)
+	@CHAOS_SCALE=$${CHAOS_SCALE:-3} $(UV) run --frozen pytest tests/chaos -s -rA
+
+lint: deps ## ruff
+	@$(UV) run --frozen ruff check .
+	@$(UV) run --frozen ruff format --check .
+
+bench: deps ## every benchmark against its baseline from the same run, one table (bench/all.py)
+	@$(UV) run --frozen python bench/all.py
+
+diagnose: deps ## check a running stack: config agreement, clocks, cookies, sessions end to end
+	@$(UV) run --frozen mediaflow diagnose
+
+docs: deps ## refresh the README's configuration table from the settings classes
+	@$(UV) run --frozen python -m devstack.config_doc --write README.md
+
+proto: deps ## regenerate the message contracts from proto/
+	@$(UV) run --frozen python -m mediaflow_libs.protogen

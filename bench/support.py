@@ -1,0 +1,244 @@
+"""What the worker benchmarks share: a throwaway database, AMQP namespace and bucket, a
+media origin in a process of its own, a real ``mediaflow-worker`` process, tasks submitted
+the way the gateway does, RSS sampling, and the table they print.
+
+The broker is ``AMQP_URL`` (default: the local RabbitMQ), as for the services devstack starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+import psutil
+
+from mediaflow_libs import credits, db, outbox, tasks
+from mediaflow_libs.amqp import Topology, delete_topology
+from mediaflow_libs.contracts import Job
+from mediaflow_libs.logging import configure_logging
+from mediaflow_libs.migrate import apply_migrations, create_database_if_missing
+from mediaflow_libs.s3 import open_s3
+from mediaflow_libs.settings import MIB, S3Settings
+
+# Run as plain scripts: the repository's top-level devstack package is not installed.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from devstack import media, stack
+
+SAMPLE_SECONDS = 0.02
+AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+
+
+class RssSampler:
+    """Samples one process's resident set size from a thread until stopped."""
+
+    def __init__(self, pid: int) -> None:
+        self._process = psutil.Process(pid)
+        self._stop = threading.Event()
+        self.peak = 0
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.peak = max(self.peak, self._process.memory_info().rss)
+            except psutil.NoSuchProcess:
+                return
+            time.sleep(SAMPLE_SECONDS)
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def idle_rss(pid: int, seconds: float = 2.0) -> int:
+    with RssSampler(pid) as sampler:
+        time.sleep(seconds)
+    return sampler.peak
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: str
+    sha256: str | None
+    error: str | None
+    seconds: float  # submit to end
+    processing_seconds: float | None  # the task's running → succeeded, as its events record
+
+
+@dataclass
+class Bench:
+    """One benchmark run's private world."""
+
+    config: stack.StackConfig
+    s3_settings: S3Settings
+    origin_dir: Path
+
+    @property
+    def topology(self) -> Topology:
+        return Topology(self.config.amqp_namespace)
+
+
+@contextmanager
+def bench_world(name: str) -> Iterator[Bench]:
+    configure_logging("bench", "warning", "console")  # the table is the output
+    stack.ensure_postgres()
+    stack.ensure_rabbitmq()
+    creds = stack.local_secrets()
+    run_root = stack.REPO_ROOT / ".run"
+    stack.ensure_seaweedfs(stack.REPO_ROOT / ".data" / "seaweedfs", run_root / "logs", creds)
+    suffix = secrets.token_hex(4)
+    config = stack.StackConfig(
+        run_dir=run_root / f"bench-{name}-{suffix}",
+        database=f"mediaflow_bench_{suffix}",
+        amqp_namespace=f"bench-{suffix}",
+        bucket=f"bench-{suffix}",
+        extra_env={"EGRESS_ALLOW_CIDRS": "127.0.0.1/32", "LOG_FORMAT": "json"},
+    )
+    s3_settings = S3Settings(
+        s3_bucket=config.bucket,
+        s3_access_key_id=creds["S3_ACCESS_KEY_ID"],
+        s3_secret_access_key=creds["S3_SECRET_ACCESS_KEY"],
+    )
+    asyncio.run(create_database_if_missing(config.database_url))
+    asyncio.run(apply_migrations(config.database_url))
+    world = Bench(config, s3_settings, config.run_dir / "origin")
+    try:
+        yield world
+    finally:
+        shutil.rmtree(world.origin_dir, ignore_errors=True)
+        asyncio.run(cleanup(world))
+
+
+@contextmanager
+def origin_process(directory: Path) -> Iterator[str]:
+    """Serve ``directory`` on 127.0.0.1 from a process of its own (the stdlib's threaded
+    server, as ``devstack.media.LocalOrigin``), so it shares no interpreter lock with the
+    bench's sampling."""
+    port = stack.free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+        cwd=directory,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        stack.wait_until(lambda: stack.port_open(port), f"the origin on port {port}", timeout=10)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait()
+
+
+def write_source(world: Bench, name: str, size_mib: int) -> str:
+    """A sample MP4 of ``size_mib`` in the origin's directory; returns its SHA-256."""
+    return media.write_sample_mp4(world.origin_dir / name, size_mib * MIB)
+
+
+@contextmanager
+def worker_process(world: Bench, env: dict[str, str] | None = None) -> Iterator[int]:
+    """A real ``mediaflow-worker`` on a free port, until the block ends; yields its pid."""
+    config = world.config
+    config.ports["worker"] = stack.free_port()
+    config.extra_env.update(env or {})
+    process = stack.start_service(config, "worker")
+    try:
+        stack.wait_healthy(config, "worker", process)
+        yield process.pid
+    finally:
+        stack.stop_pid_file(config.run_dir / "worker.pid")
+
+
+async def submit_and_wait(world: Bench, url: str, within: float) -> Outcome:
+    """Create the task as the gateway does (task row, charge, event and job in one
+    transaction; the worker's outbox relay publishes the job) and wait until it ends."""
+    topology = world.topology
+    user_id, task_id = str(uuid.uuid4()), str(uuid.uuid4())
+    # The pool registers the JSON codecs task events need.
+    async with db.open_pool(world.config.database_url, size=1) as pool, pool.acquire() as con:
+        started = time.monotonic()
+        async with con.transaction():
+            await credits.ensure_account(con, user_id, 10)
+            row = await con.fetchrow(
+                """INSERT INTO media.tasks (id, user_id, source_url, cost, progress)
+                   VALUES ($1, $2, $3, 1, 0) RETURNING *""",
+                task_id,
+                user_id,
+                url,
+            )
+            await credits.charge(con, user_id, task_id, 1)
+            await tasks.record_event(con, topology, row)
+            await outbox.enqueue(
+                con,
+                exchange=topology.jobs_exchange,
+                routing_key=topology.job_routing_key(),
+                body=Job(task_id=task_id, user_id=user_id, source_url=url).SerializeToString(),
+                mandatory=True,
+                headers={"message_type": "mediaflow.v1.Job"},
+            )
+        while time.monotonic() - started < within:
+            row = await con.fetchrow(
+                """SELECT status, result_sha256, error_code, error_message
+                   FROM media.tasks WHERE id = $1""",
+                task_id,
+            )
+            if row["status"] in tasks.TERMINAL_STATUSES:
+                elapsed = time.monotonic() - started
+                error = (
+                    f"{row['error_code']}: {row['error_message']}" if row["error_code"] else None
+                )
+                processing = await con.fetchval(
+                    """SELECT extract(epoch FROM max(created_at) - min(created_at))::float8
+                       FROM media.task_events WHERE task_id = $1 AND status <> 'queued'""",
+                    task_id,
+                )
+                return Outcome(row["status"], row["result_sha256"], error, elapsed, processing)
+            await asyncio.sleep(0.05)
+    return Outcome("timed out", None, f"not finished after {within:.0f}s", within, None)
+
+
+async def cleanup(world: Bench) -> None:
+    admin = await asyncpg.connect("postgresql://postgres@127.0.0.1:5432/postgres")
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{world.config.database}" WITH (FORCE)')
+    finally:
+        await admin.close()
+    await delete_topology(AMQP_URL, world.topology)
+    async with open_s3(world.s3_settings) as s3:
+        for listing in ("list_multipart_uploads", "list_objects_v2"):
+            found = await getattr(s3, listing)(Bucket=world.config.bucket)
+            for upload in found.get("Uploads", []):
+                await s3.abort_multipart_upload(
+                    Bucket=world.config.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+                )
+            for item in found.get("Contents", []):
+                await s3.delete_object(Bucket=world.config.bucket, Key=item["Key"])
+        await s3.delete_bucket(Bucket=world.config.bucket)
+
+
+def print_table(title: str, header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    print(f"\n{title}\n")
+    print("| " + " | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)) + " |")
+    print("| " + " | ".join("-" * w for w in widths) + " |")
+    for row in rows:
+        print("| " + " | ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)) + " |")
+
+
+def mib(value: float) -> str:
+    return f"{value / MIB:.1f} MiB"

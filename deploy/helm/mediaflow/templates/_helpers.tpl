@@ -1,0 +1,210 @@
+{{/* vim: set filetype=mustache: */}}
+
+{{/* The components that run as Deployments, in a stable order. */}}
+{{- define "mediaflow.components" -}}
+auth gateway notifier worker
+{{- end }}
+
+{{/* Chart name, truncated to 63 characters (a DNS label). */}}
+{{- define "mediaflow.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Full name: release name plus chart name, unless the release name already contains the
+chart name. Truncated so that "<fullname>-<component>" still fits in 63 characters.
+*/}}
+{{- define "mediaflow.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 50 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 50 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 50 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Chart label value: name-version. */}}
+{{- define "mediaflow.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Labels every resource carries. */}}
+{{- define "mediaflow.labels" -}}
+helm.sh/chart: {{ include "mediaflow.chart" . }}
+{{ include "mediaflow.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: mediaflow
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* Selector labels of the release (no component). */}}
+{{- define "mediaflow.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "mediaflow.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/*
+Component helpers take a dict: (dict "root" $ "component" "gateway").
+*/}}
+{{- define "mediaflow.componentName" -}}
+{{- printf "%s-%s" (include "mediaflow.fullname" .root) .component | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "mediaflow.componentLabels" -}}
+{{ include "mediaflow.labels" .root }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{- define "mediaflow.componentSelectorLabels" -}}
+{{ include "mediaflow.selectorLabels" .root }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{/* ServiceAccount name of a component. */}}
+{{- define "mediaflow.serviceAccountName" -}}
+{{- if .root.Values.serviceAccount.create }}
+{{- include "mediaflow.componentName" . }}
+{{- else }}
+{{- "default" }}
+{{- end }}
+{{- end }}
+
+{{/* The image reference: repository[:tag][@digest]. */}}
+{{- define "mediaflow.image" -}}
+{{- $tag := default .Chart.AppVersion .Values.image.tag }}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository $tag }}
+{{- end }}
+{{- end }}
+
+{{/* Name of the Secret holding credentials. */}}
+{{- define "mediaflow.secretName" -}}
+{{- if .Values.secrets.existingSecret }}
+{{- .Values.secrets.existingSecret }}
+{{- else }}
+{{- include "mediaflow.fullname" . }}
+{{- end }}
+{{- end }}
+
+{{/* Name of the ConfigMap holding non-secret settings. */}}
+{{- define "mediaflow.configMapName" -}}
+{{- printf "%s-config" (include "mediaflow.fullname" .) }}
+{{- end }}
+
+{{/* Host of config.publicUrl, or ingress.host when set. */}}
+{{- define "mediaflow.publicHost" -}}
+{{- if .Values.ingress.host }}
+{{- .Values.ingress.host }}
+{{- else }}
+{{- (urlParse .Values.config.publicUrl).hostname }}
+{{- end }}
+{{- end }}
+
+{{/*
+The host an Ingress rule may name: empty (any host) when the public host is an IP
+address or localhost, which Ingress rules cannot carry.
+*/}}
+{{- define "mediaflow.ingressHost" -}}
+{{- $host := include "mediaflow.publicHost" . }}
+{{- if not (or (eq $host "localhost") (regexMatch "^[0-9.]+$" $host) (contains ":" $host)) }}
+{{- $host }}
+{{- end }}
+{{- end }}
+
+{{/* Worker scaling guard: KEDA and the worker HPA both own replicas; only one may. */}}
+{{- define "mediaflow.validate" -}}
+{{- if and .Values.worker.keda.enabled .Values.worker.autoscaling.enabled }}
+{{- fail "mediaflow: worker.keda.enabled and worker.autoscaling.enabled are mutually exclusive: KEDA creates its own HorizontalPodAutoscaler for the worker. Turn one of them off." }}
+{{- end }}
+{{- if and (not .Values.secrets.existingSecret) .Values.secrets.serviceSecret (lt (len .Values.secrets.serviceSecret) 32) }}
+{{- fail "mediaflow: secrets.serviceSecret must be at least 32 characters (SERVICE_SECRET)." }}
+{{- end }}
+{{- if and .Values.ingress.enabled .Values.ingress.tls.enabled (not .Values.ingress.tls.secretName) }}
+{{- fail "mediaflow: ingress.tls.enabled needs ingress.tls.secretName." }}
+{{- end }}
+{{- end }}
+
+{{/* Is the component's replica count owned by an autoscaler? */}}
+{{- define "mediaflow.autoscaled" -}}
+{{- $values := index .root.Values .component }}
+{{- if or (and (hasKey $values "autoscaling") $values.autoscaling.enabled) (and (eq .component "worker") .root.Values.worker.keda.enabled) }}true{{- end }}
+{{- end }}
+
+{{/* Secret-backed environment variable: (dict "name" "AMQP_URL" "key" "amqp-url" "root" $). */}}
+{{- define "mediaflow.secretEnv" -}}
+- name: {{ .name }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "mediaflow.secretName" .root }}
+      key: {{ .key }}
+{{- end }}
+
+{{/*
+Environment of a component: non-secret settings from the ConfigMap, credentials from the
+Secret, only those the component reads (see each service's settings class).
+*/}}
+{{- define "mediaflow.env" -}}
+{{- $root := .root }}
+{{- $c := .component }}
+{{- $values := index $root.Values $c }}
+{{- $keys := $root.Values.secrets.keys }}
+- name: PORT
+  value: {{ $values.port | quote }}
+{{ include "mediaflow.secretEnv" (dict "root" $root "name" "DATABASE_URL" "key" (default $keys.databaseUrl $values.databaseUrlSecretKey)) }}
+{{ include "mediaflow.secretEnv" (dict "root" $root "name" "AMQP_URL" "key" $keys.amqpUrl) }}
+{{ include "mediaflow.secretEnv" (dict "root" $root "name" "SERVICE_SECRET" "key" $keys.serviceSecret) }}
+{{- if or (eq $c "gateway") (eq $c "worker") }}
+{{ include "mediaflow.secretEnv" (dict "root" $root "name" "S3_ACCESS_KEY_ID" "key" $keys.s3AccessKeyId) }}
+{{ include "mediaflow.secretEnv" (dict "root" $root "name" "S3_SECRET_ACCESS_KEY" "key" $keys.s3SecretAccessKey) }}
+{{- end }}
+{{- if or (eq $c "gateway") (eq $c "notifier") }}
+- name: AUTH_INTERNAL_URL
+  value: {{ printf "http://%s:%v" (include "mediaflow.componentName" (dict "root" $root "component" "auth")) $root.Values.auth.service.port | quote }}
+{{- end }}
+{{- range $name, $value := $root.Values.config.extraEnv }}
+- name: {{ $name }}
+  value: {{ $value | toString | quote }}
+{{- end }}
+{{- range $name, $value := $values.env }}
+- name: {{ $name }}
+  value: {{ $value | toString | quote }}
+{{- end }}
+{{- end }}
+
+{{/* The container securityContext, shared by every container. */}}
+{{- define "mediaflow.containerSecurityContext" -}}
+{{ toYaml .Values.securityContext }}
+{{- end }}
+
+{{/* Default topology spread: zones, then nodes; both preferences. */}}
+{{- define "mediaflow.topologySpread" -}}
+{{- $values := index .root.Values .component }}
+{{- if $values.topologySpreadConstraints }}
+{{ toYaml $values.topologySpreadConstraints }}
+{{- else if .root.Values.topologySpread.enabled }}
+{{- range $key := list "topology.kubernetes.io/zone" "kubernetes.io/hostname" }}
+- maxSkew: {{ $.root.Values.topologySpread.maxSkew }}
+  topologyKey: {{ $key }}
+  whenUnsatisfiable: ScheduleAnyway
+  labelSelector:
+    matchLabels:
+      {{- include "mediaflow.componentSelectorLabels" $ | nindent 6 }}
+  matchLabelKeys:
+    - pod-template-hash
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* PromQL matchers that pick one component's series as the ServiceMonitor scrapes them. */}}
+{{- define "mediaflow.promSelector" -}}
+namespace="{{ .root.Release.Namespace }}",job="{{ include "mediaflow.componentName" . }}"
+{{- end }}

@@ -1,0 +1,1098 @@
+"""The Helm chart, image and skaffold config, proven without a cluster.
+
+The chart is rendered through helm-python-sdk (Helm embedded as a library) for several
+values sets, linted strictly, and every built-in object is validated against the
+Kubernetes 1.31 schemas in strict mode. Then the properties users rely on are checked
+one by one: probes, the restricted security context, the routes of API.md, the SSE
+ingress, the hooks, the network policies, the alerts (promtool) and the dashboard.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import json
+import shutil
+import subprocess
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import helm_python
+import kubernetes_validate
+import promql_parser
+import pytest
+import yaml
+from kubernetes_validate.utils import SchemaNotFoundError
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "deploy" / "helm" / "mediaflow"
+VALUES_SETS = CHART / "ci"
+RELEASE = "mediaflow"
+NAMESPACE = "media"
+KUBE_VERSION = "1.31"
+# The chart's floor (Chart.yaml kubeVersion), the version checked throughout, and the newest.
+KUBE_VERSIONS = ("1.27", KUBE_VERSION, "1.37")
+COMPONENTS = ("auth", "gateway", "notifier", "worker")
+# Custom resources the chart may render; kubernetes-validate has no schema for them.
+CUSTOM_KINDS = {
+    "ServiceMonitor",
+    "PrometheusRule",
+    "ScaledObject",
+    "TriggerAuthentication",
+    "HTTPRoute",
+}
+# Metrics the chart may name that mediaflow does not export itself: Prometheus's own `up`
+# and RabbitMQ's Prometheus plugin (/metrics/detailed?family=queue_coarse_metrics).
+EXTERNAL_METRICS = {
+    "up",
+    "rabbitmq_detailed_queue_messages",
+    "rabbitmq_detailed_queue_messages_ready",
+    "rabbitmq_detailed_queue_messages_unacked",
+}
+# The processes' entry modules: importing them registers every metric they export.
+ENTRY_MODULES = (
+    "mediaflow_auth.app",
+    "mediaflow_gateway.app",
+    "mediaflow_notifier.app",
+    "mediaflow_worker.main",
+)
+SETTINGS_CLASSES = {
+    "auth": ("mediaflow_auth.settings", "AuthSettings"),
+    "gateway": ("mediaflow_gateway.settings", "GatewaySettings"),
+    "notifier": ("mediaflow_notifier.settings", "NotifierSettings"),
+    "worker": ("mediaflow_worker.settings", "WorkerSettings"),
+}
+
+
+# ---- rendering ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def chart() -> Iterator[helm_python.Chart]:
+    loaded = helm_python.Chart.load(str(CHART))
+    yield loaded
+    loaded.close()
+
+
+def values_set(name: str) -> dict[str, Any]:
+    if name == "default":
+        return {}
+    return yaml.safe_load((VALUES_SETS / f"{name}-values.yaml").read_text()) or {}
+
+
+def render_raw(chart: helm_python.Chart, values: dict[str, Any]) -> dict[str, str]:
+    return chart.render(values=copy.deepcopy(values), name=RELEASE, namespace=NAMESPACE)
+
+
+def render(chart: helm_python.Chart, values: dict[str, Any]) -> list[dict[str, Any]]:
+    docs = []
+    for path, text in sorted(render_raw(chart, values).items()):
+        if path.endswith("NOTES.txt"):
+            continue
+        docs += [doc for doc in yaml.safe_load_all(text) if doc]
+    return docs
+
+
+def of_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [doc for doc in docs if doc["kind"] == kind]
+
+
+def one(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    found = [doc for doc in of_kind(docs, kind) if doc["metadata"]["name"] == name]
+    assert len(found) == 1, f"expected one {kind} {name}, found {len(found)}"
+    return found[0]
+
+
+def pod_specs(docs: list[dict[str, Any]]) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+    """(object, pod spec) of every Deployment, Job and bare Pod."""
+    for doc in docs:
+        if doc["kind"] in ("Deployment", "Job"):
+            yield doc, doc["spec"]["template"]["spec"]
+        elif doc["kind"] == "Pod":
+            yield doc, doc["spec"]
+
+
+ALL_SETS = ["default", "everything", "keda", "gateway-api", "minimal", "existing-secret"]
+
+
+@pytest.fixture(scope="module")
+def rendered(chart: helm_python.Chart) -> dict[str, list[dict[str, Any]]]:
+    return {name: render(chart, values_set(name)) for name in ALL_SETS}
+
+
+# ---- lint and schemas --------------------------------------------------------------------------
+
+
+def test_chart_lints_strictly() -> None:
+    report = helm_python.lint(str(CHART), strict=True)
+    assert report["errors"] == []
+    # severity 2 = warning, 3 = error; 1 (info) is only "icon is recommended"
+    assert [m for m in report["messages"] if m["severity"] >= 2] == []
+
+
+@pytest.mark.parametrize("version", KUBE_VERSIONS)
+@pytest.mark.parametrize("name", ALL_SETS)
+def test_every_object_validates_against_kubernetes(
+    rendered: dict[str, list[dict[str, Any]]], name: str, version: str
+) -> None:
+    docs = rendered[name]
+    assert docs
+    validated = 0
+    for doc in docs:
+        where = f"{doc['kind']} {doc['metadata']['name']}"
+        assert doc["metadata"]["namespace"] == NAMESPACE, where
+        if doc["kind"] in CUSTOM_KINDS:
+            with pytest.raises(SchemaNotFoundError):
+                kubernetes_validate.validate(doc, version, strict=True)
+            continue
+        kubernetes_validate.validate(doc, version, strict=True)
+        validated += 1
+    assert validated >= 8 if name != "minimal" else validated >= 6
+
+
+def test_validation_catches_a_broken_object(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    """The validator bites: a misspelled field and a wrong type are rejected."""
+    deployment = copy.deepcopy(one(rendered["default"], "Deployment", f"{RELEASE}-gateway"))
+    deployment["spec"]["template"]["spec"]["containers"][0]["livenessProbes"] = {}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(deployment, KUBE_VERSION, strict=True)
+    deployment = copy.deepcopy(one(rendered["default"], "Deployment", f"{RELEASE}-gateway"))
+    deployment["spec"]["replicas"] = "two"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(deployment, KUBE_VERSION, strict=True)
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"worker": {"replicaCount": "two"}}, "/worker/replicaCount"),
+        ({"config": {"publicUrl": "media.example.com"}}, "/config/publicUrl"),
+        ({"ingress": {"enabled": "yes"}}, "/ingress/enabled"),
+        ({"secrets": {"serviceSecret": "too-short"}}, "/secrets/serviceSecret"),
+        ({"gateway": {"autoscaling": {"targetCPUUtilizationPercentage": 150}}}, "targetCPU"),
+        ({"replicas": 3}, "additional properties 'replicas' not allowed"),
+    ],
+)
+def test_values_schema_rejects_bad_values(
+    chart: helm_python.Chart, values: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(helm_python.HelmValuesError, match=message):
+        render_raw(chart, values)
+
+
+def test_kube_version_floor_is_validated() -> None:
+    floor = yaml.safe_load((CHART / "Chart.yaml").read_text())["kubeVersion"]
+    assert floor == f">={KUBE_VERSIONS[0]}.0-0"
+
+
+def test_every_ci_values_set_is_tested() -> None:
+    on_disk = {path.name.removesuffix("-values.yaml") for path in VALUES_SETS.glob("*-values.yaml")}
+    assert on_disk == set(ALL_SETS) - {"default"}
+
+
+# ---- workloads ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ALL_SETS)
+def test_workloads_are_hardened(rendered: dict[str, list[dict[str, Any]]], name: str) -> None:
+    checked = 0
+    for obj, spec in pod_specs(rendered[name]):
+        where = f"{obj['kind']} {obj['metadata']['name']}"
+        pod_sc = spec["securityContext"]
+        assert pod_sc["runAsNonRoot"] is True, where
+        assert pod_sc["seccompProfile"]["type"] == "RuntimeDefault", where
+        assert spec["automountServiceAccountToken"] is False, where
+        volumes = {v["name"]: v for v in spec["volumes"]}
+        for container in spec["containers"]:
+            sc = container["securityContext"]
+            assert sc["runAsNonRoot"] is True, where
+            assert isinstance(sc["runAsUser"], int), where
+            assert sc["runAsUser"] > 0, where
+            assert sc["readOnlyRootFilesystem"] is True, where
+            assert sc["allowPrivilegeEscalation"] is False, where
+            assert sc["capabilities"]["drop"] == ["ALL"], where
+            assert "add" not in sc["capabilities"], where
+            assert sc["seccompProfile"]["type"] == "RuntimeDefault", where
+            tmp = [m for m in container["volumeMounts"] if m["mountPath"] == "/tmp"]
+            assert len(tmp) == 1, where
+            assert "emptyDir" in volumes[tmp[0]["name"]], where
+            for kind in ("requests", "limits"):
+                assert {"cpu", "memory"} <= set(container["resources"][kind]), where
+            checked += 1
+    assert checked >= 4
+
+
+@pytest.mark.parametrize("name", ALL_SETS)
+def test_deployments_probe_healthz_and_readyz(
+    rendered: dict[str, list[dict[str, Any]]], name: str
+) -> None:
+    deployments = of_kind(rendered[name], "Deployment")
+    assert sorted(
+        d["metadata"]["labels"]["app.kubernetes.io/component"] for d in deployments
+    ) == sorted(COMPONENTS)
+    for deployment in deployments:
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+        assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+        for probe in ("livenessProbe", "readinessProbe"):
+            assert container[probe]["httpGet"]["port"] in ports
+
+
+def _env(container: dict[str, Any], configmap: dict[str, Any]) -> dict[str, Any]:
+    env = {e["name"]: e for e in container.get("env", [])}
+    for source in container.get("envFrom", []):
+        assert source["configMapRef"]["name"] == configmap["metadata"]["name"]
+        for key, value in configmap["data"].items():
+            env.setdefault(key, {"name": key, "value": value})
+    return env
+
+
+@pytest.mark.parametrize("name", ["default", "everything"])
+def test_each_process_gets_the_settings_it_reads(
+    rendered: dict[str, list[dict[str, Any]]], name: str
+) -> None:
+    """Every variable set is a field of the service's settings class (or OTEL_*), every
+    required field is set, HOST is 0.0.0.0 and PORT is the container port."""
+    docs = rendered[name]
+    configmap = one(docs, "ConfigMap", f"{RELEASE}-config")
+    for component, (module, cls) in SETTINGS_CLASSES.items():
+        settings = getattr(importlib.import_module(module), cls)
+        fields = {field.upper(): info for field, info in settings.model_fields.items()}
+        deployment = one(docs, "Deployment", f"{RELEASE}-{component}")
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        env = _env(container, configmap)
+        own = set(env) - set(configmap["data"])  # set for this component alone
+        unknown = {n for n in own if n not in fields and not n.startswith("OTEL_")}
+        assert unknown == set(), (component, unknown)
+        required = {n for n, info in fields.items() if info.is_required()}
+        assert required <= set(env), (component, required - set(env))
+        assert env["HOST"]["value"] == "0.0.0.0"
+        assert int(env["PORT"]["value"]) == container["ports"][0]["containerPort"]
+        if "AUTH_INTERNAL_URL" in fields:
+            assert env["AUTH_INTERNAL_URL"]["value"] == f"http://{RELEASE}-auth:8101"
+    # The shared ConfigMap holds only variables some service reads.
+    read_somewhere = set()
+    for module, cls in SETTINGS_CLASSES.values():
+        read_somewhere |= {
+            f.upper() for f in getattr(importlib.import_module(module), cls).model_fields
+        }
+    assert set(configmap["data"]) <= read_somewhere
+
+
+def test_commands_are_the_workspace_console_scripts(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    scripts: set[str] = set()
+    for pyproject in [REPO / "libs" / "pyproject.toml", *REPO.glob("services/*/pyproject.toml")]:
+        scripts |= set(tomllib.loads(pyproject.read_text()).get("project", {}).get("scripts", {}))
+    for obj, spec in pod_specs(rendered["default"]):
+        for container in spec["containers"]:
+            if obj["kind"] == "Pod":  # the helm test pod runs python itself
+                continue
+            assert container["command"][0] in scripts, (
+                obj["metadata"]["name"],
+                container["command"],
+            )
+    expected = {f"mediaflow-{c}" for c in COMPONENTS} | {"mediaflow-migrate"}
+    used = {
+        spec["containers"][0]["command"][0]
+        for obj, spec in pod_specs(rendered["default"])
+        if obj["kind"] != "Pod"
+    }
+    assert used == expected
+
+
+def _matches(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return all(labels.get(key) == value for key, value in selector.items())
+
+
+@pytest.mark.parametrize("name", ALL_SETS)
+def test_component_selectors_never_overlap(
+    rendered: dict[str, list[dict[str, Any]]], name: str
+) -> None:
+    docs = rendered[name]
+    deployments = of_kind(docs, "Deployment")
+    for a in deployments:
+        selector = a["spec"]["selector"]["matchLabels"]
+        assert _matches(selector, a["spec"]["template"]["metadata"]["labels"])
+        for b in deployments:
+            if a is not b:
+                assert not _matches(selector, b["spec"]["template"]["metadata"]["labels"]), (
+                    a["metadata"]["name"],
+                    b["metadata"]["name"],
+                )
+    # Services, PDBs and the migrations/test pods select only their own component.
+    pods = [
+        (d["metadata"]["name"], d["spec"]["template"]["metadata"]["labels"]) for d in deployments
+    ]
+    pods += [(obj["metadata"]["name"], spec_labels) for obj, spec_labels in _other_pod_labels(docs)]
+    for service in of_kind(docs, "Service"):
+        if "selector" not in service["spec"]:
+            continue
+        selected = [n for n, labels in pods if _matches(service["spec"]["selector"], labels)]
+        assert selected == [service["metadata"]["name"]], service["metadata"]["name"]
+    for pdb in of_kind(docs, "PodDisruptionBudget"):
+        selected = [
+            n for n, labels in pods if _matches(pdb["spec"]["selector"]["matchLabels"], labels)
+        ]
+        assert selected == [pdb["metadata"]["name"]]
+
+
+def _other_pod_labels(
+    docs: list[dict[str, Any]],
+) -> Iterator[tuple[dict[str, Any], dict[str, str]]]:
+    for doc in docs:
+        if doc["kind"] == "Job":
+            yield doc, doc["spec"]["template"]["metadata"]["labels"]
+        elif doc["kind"] == "Pod":
+            yield doc, doc["metadata"]["labels"]
+
+
+def test_labels_follow_kubernetes_conventions(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    for doc in rendered["everything"]:
+        labels = doc["metadata"]["labels"]
+        assert labels["app.kubernetes.io/name"] == "mediaflow"
+        assert labels["app.kubernetes.io/instance"] == RELEASE
+        assert labels["app.kubernetes.io/managed-by"] == "Helm"
+        assert labels["helm.sh/chart"].startswith("mediaflow-")
+        assert "app.kubernetes.io/version" in labels
+
+
+def test_topology_spread_and_replicas(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    for deployment in of_kind(rendered["default"], "Deployment"):
+        spec = deployment["spec"]["template"]["spec"]
+        keys = [c["topologyKey"] for c in spec["topologySpreadConstraints"]]
+        assert keys == ["topology.kubernetes.io/zone", "kubernetes.io/hostname"]
+        for constraint in spec["topologySpreadConstraints"]:
+            assert (
+                constraint["labelSelector"]["matchLabels"]
+                == deployment["spec"]["selector"]["matchLabels"]
+            )
+        assert deployment["spec"]["replicas"] >= 2
+    for deployment in of_kind(rendered["minimal"], "Deployment"):
+        assert "topologySpreadConstraints" not in deployment["spec"]["template"]["spec"]
+
+
+def test_worker_grace_period_outlasts_its_shutdown_grace(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    from mediaflow_worker.settings import WorkerSettings
+
+    grace = WorkerSettings.model_fields["shutdown_grace_seconds"].default
+    worker = one(rendered["default"], "Deployment", f"{RELEASE}-worker")
+    assert worker["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > grace
+
+
+# ---- traffic -----------------------------------------------------------------------------------
+
+
+def _ingress_paths(docs: list[dict[str, Any]]) -> list[tuple[str, str, str, dict[str, Any]]]:
+    """(path, pathType, backend service, ingress) of every Ingress path."""
+    paths = []
+    for ingress in of_kind(docs, "Ingress"):
+        for rule in ingress["spec"]["rules"]:
+            for p in rule["http"]["paths"]:
+                paths.append((p["path"], p["pathType"], p["backend"]["service"]["name"], ingress))
+    return paths
+
+
+def _prefix_matches(prefix: str, path: str) -> bool:
+    """Ingress `Prefix` semantics: element-wise on '/'-separated parts."""
+    want = [p for p in prefix.split("/") if p]
+    have = [p for p in path.split("/") if p]
+    return have[: len(want)] == want
+
+
+def route_ingress(docs: list[dict[str, Any]], path: str) -> str:
+    """The Service an Ingress controller sends `path` to: Exact wins, then the longest Prefix."""
+    candidates = _ingress_paths(docs)
+    exact = [c for c in candidates if c[1] == "Exact" and c[0] == path]
+    if exact:
+        return exact[0][2]
+    prefixes = [c for c in candidates if c[1] == "Prefix" and _prefix_matches(c[0], path)]
+    return max(prefixes, key=lambda c: len(c[0].rstrip("/")))[2]
+
+
+@pytest.mark.parametrize(
+    ("path", "component"),
+    [
+        ("/v1/auth/sign-in", "auth"),
+        ("/v1/auth/api-keys/123", "auth"),
+        ("/v1/events", "notifier"),
+        ("/v1/tasks", "gateway"),
+        ("/v1/tasks/abc/download", "gateway"),
+        ("/v1/me", "gateway"),
+        ("/v1/authority", "gateway"),
+        ("/", "gateway"),
+        ("/index.html", "gateway"),
+        ("/internal/v1/sessions/verify", "blocked"),
+        ("/internal", "blocked"),
+        ("/healthz", "blocked"),
+        ("/readyz", "blocked"),
+        ("/metrics", "blocked"),
+        ("/diagnostics", "blocked"),
+    ],
+)
+def test_ingress_routes_api_md(
+    rendered: dict[str, list[dict[str, Any]]], path: str, component: str
+) -> None:
+    assert route_ingress(rendered["default"], path) == f"{RELEASE}-{component}"
+
+
+def test_internal_and_health_paths_reach_no_pod(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    docs = rendered["default"]
+    blocked = one(docs, "Service", f"{RELEASE}-blocked")
+    assert "selector" not in blocked["spec"]  # no endpoints: nothing behind it
+    # auth is reached only through /v1/auth
+    auth_paths = [p for p in _ingress_paths(docs) if p[2] == f"{RELEASE}-auth"]
+    assert [(p[0], p[1]) for p in auth_paths] == [("/v1/auth", "Prefix")]
+    assert all(
+        not p[0].startswith("/internal") or p[2] == f"{RELEASE}-blocked"
+        for p in _ingress_paths(docs)
+    )
+
+
+def test_sse_ingress_is_unbuffered_with_long_timeouts(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    events = one(rendered["default"], "Ingress", f"{RELEASE}-events")
+    ((path, path_type, backend, _),) = _ingress_paths([events])
+    assert (path, path_type, backend) == ("/v1/events", "Exact", f"{RELEASE}-notifier")
+    annotations = events["metadata"]["annotations"]
+    assert annotations["nginx.ingress.kubernetes.io/proxy-buffering"] == "off"
+    assert int(annotations["nginx.ingress.kubernetes.io/proxy-read-timeout"]) >= 3600
+    assert int(annotations["nginx.ingress.kubernetes.io/proxy-send-timeout"]) >= 3600
+    # the main Ingress keeps the controller's defaults
+    main = one(rendered["default"], "Ingress", RELEASE)
+    assert "nginx.ingress.kubernetes.io/proxy-buffering" not in main["metadata"].get(
+        "annotations", {}
+    )
+
+
+def test_ingress_host_and_tls(
+    rendered: dict[str, list[dict[str, Any]]], chart: helm_python.Chart
+) -> None:
+    main = one(rendered["everything"], "Ingress", RELEASE)
+    assert main["spec"]["rules"][0]["host"] == "media.example.org"
+    assert main["spec"]["tls"] == [{"secretName": "mediaflow-tls", "hosts": ["media.example.org"]}]
+    assert main["metadata"]["annotations"]["cert-manager.io/cluster-issuer"] == "letsencrypt"
+    # an IP in PUBLIC_URL cannot be an Ingress host: the rules then match any host
+    local = render(chart, {"config": {"publicUrl": "http://127.0.0.1:8080"}})
+    for ingress in of_kind(local, "Ingress"):
+        assert "host" not in ingress["spec"]["rules"][0]
+
+
+def route_httproute(route: dict[str, Any], path: str) -> list[str]:
+    """Backend names of the HTTPRoute rule that wins for `path` (Exact, then longest prefix)."""
+    best: tuple[int, int, dict[str, Any]] | None = None
+    for rule in route["spec"]["rules"]:
+        for match in rule["matches"]:
+            kind, value = match["path"]["type"], match["path"]["value"]
+            if kind == "Exact" and value == path:
+                score = (1, len(value))
+            elif kind == "PathPrefix" and _prefix_matches(value, path):
+                score = (0, len(value.rstrip("/")))
+            else:
+                continue
+            if best is None or score > best[:2]:
+                best = (*score, rule)
+    assert best is not None, path
+    return [ref["name"] for ref in best[2].get("backendRefs", [])]
+
+
+def test_httproute_routes_api_md(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    docs = rendered["gateway-api"]
+    assert of_kind(docs, "Ingress") == []
+    route = one(docs, "HTTPRoute", RELEASE)
+    assert route["apiVersion"] == "gateway.networking.k8s.io/v1"
+    assert route["spec"]["hostnames"] == ["media.example.net"]
+    assert route["spec"]["parentRefs"][0]["name"] == "gateway"
+    cases = {
+        "/v1/auth/sign-up": [f"{RELEASE}-auth"],
+        "/v1/events": [f"{RELEASE}-notifier"],
+        "/v1/tasks": [f"{RELEASE}-gateway"],
+        "/": [f"{RELEASE}-gateway"],
+        "/internal/v1/sessions/verify": [],
+        "/metrics": [],
+        "/healthz": [],
+        "/readyz": [],
+        "/diagnostics": [],
+    }
+    for path, backends in cases.items():
+        assert route_httproute(route, path) == backends, path
+    (events_rule,) = [
+        r for r in route["spec"]["rules"] if r["matches"][0]["path"]["value"] == "/v1/events"
+    ]
+    assert events_rule["timeouts"] == {"request": "3600s", "backendRequest": "3600s"}
+    services = {s["metadata"]["name"]: s for s in of_kind(docs, "Service")}
+    for rule in route["spec"]["rules"]:
+        for ref in rule.get("backendRefs", []):
+            ports = [p["port"] for p in services[ref["name"]]["spec"]["ports"]]
+            assert ref["port"] in ports
+
+
+# ---- scaling -----------------------------------------------------------------------------------
+
+
+def test_keda_and_worker_hpa_are_mutually_exclusive(chart: helm_python.Chart) -> None:
+    both = {"worker": {"keda": {"enabled": True}, "autoscaling": {"enabled": True}}}
+    with pytest.raises(helm_python.HelmRenderError, match="mutually exclusive"):
+        render_raw(chart, both)
+
+
+def test_keda_scales_the_worker_on_the_jobs_queue(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    docs = rendered["keda"]
+    scaled = one(docs, "ScaledObject", f"{RELEASE}-worker")
+    assert scaled["apiVersion"] == "keda.sh/v1alpha1"
+    assert scaled["spec"]["scaleTargetRef"]["name"] == f"{RELEASE}-worker"
+    (trigger,) = scaled["spec"]["triggers"]
+    assert trigger["type"] == "rabbitmq"
+    assert trigger["metadata"] == {
+        "protocol": "amqp",
+        "queueName": "media.jobs",
+        "mode": "QueueLength",
+        "value": "5",
+    }
+    auth = one(docs, "TriggerAuthentication", trigger["authenticationRef"]["name"])
+    assert auth["spec"]["secretTargetRef"] == [
+        {"parameter": "host", "name": RELEASE, "key": "amqp-url"}
+    ]
+    worker = one(docs, "Deployment", f"{RELEASE}-worker")
+    assert "replicas" not in worker["spec"]  # KEDA owns it
+    assert [
+        h
+        for h in of_kind(docs, "HorizontalPodAutoscaler")
+        if h["metadata"]["name"].endswith("worker")
+    ] == []
+
+
+def test_hpas_for_gateway_and_notifier(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    docs = rendered["everything"]
+    hpas = {
+        h["spec"]["scaleTargetRef"]["name"]: h for h in of_kind(docs, "HorizontalPodAutoscaler")
+    }
+    assert set(hpas) == {f"{RELEASE}-gateway", f"{RELEASE}-notifier"}
+    for name in hpas:
+        assert "replicas" not in one(docs, "Deployment", name)["spec"]
+    resources = {m["resource"]["name"] for m in hpas[f"{RELEASE}-notifier"]["spec"]["metrics"]}
+    assert resources == {"cpu", "memory"}
+    assert of_kind(rendered["default"], "HorizontalPodAutoscaler") == []
+
+
+def test_pod_disruption_budgets(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    pdbs = of_kind(rendered["default"], "PodDisruptionBudget")
+    assert sorted(p["metadata"]["name"] for p in pdbs) == sorted(
+        f"{RELEASE}-{c}" for c in COMPONENTS
+    )
+    assert all(p["spec"]["maxUnavailable"] == 1 for p in pdbs)
+    assert of_kind(rendered["minimal"], "PodDisruptionBudget") == []
+
+
+# ---- secrets and hooks -------------------------------------------------------------------------
+
+
+def _secret_refs(docs: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
+    refs = []
+    for obj, spec in pod_specs(docs):
+        for container in spec["containers"]:
+            for env in container.get("env", []):
+                ref = env.get("valueFrom", {}).get("secretKeyRef")
+                if ref:
+                    refs.append((obj["metadata"]["name"], ref["name"], ref["key"]))
+    return refs
+
+
+def test_generated_secret_has_every_key(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    docs = rendered["default"]
+    secret = one(docs, "Secret", RELEASE)
+    assert len(secret["stringData"]["service-secret"]) >= 32
+    for owner, name, key in _secret_refs(docs):
+        if name == RELEASE:
+            assert key in secret["stringData"], (owner, key)
+
+
+def test_existing_secret_replaces_the_generated_one(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    docs = rendered["existing-secret"]
+    assert of_kind(docs, "Secret") == []
+    refs = _secret_refs(docs)
+    assert refs
+    assert {name for _, name, _ in refs} == {"mediaflow-credentials"}
+    keda = render_everything_with_existing_secret()
+    auth = one(keda, "TriggerAuthentication", f"{RELEASE}-worker")
+    assert auth["spec"]["secretTargetRef"][0]["name"] == "mediaflow-credentials"
+
+
+def render_everything_with_existing_secret() -> list[dict[str, Any]]:
+    values = values_set("everything")
+    values["secrets"] = {"existingSecret": "mediaflow-credentials"}
+    chart = helm_python.Chart.load(str(CHART))
+    try:
+        return render(chart, values)
+    finally:
+        chart.close()
+
+
+def test_migrations_job_is_a_pre_install_and_pre_upgrade_hook(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    docs = rendered["default"]
+    job = one(docs, "Job", f"{RELEASE}-migrations")
+    hooks = set(job["metadata"]["annotations"]["helm.sh/hook"].split(","))
+    assert hooks == {"pre-install", "pre-upgrade"}
+    spec = job["spec"]["template"]["spec"]
+    assert spec["restartPolicy"] == "Never"
+    (container,) = spec["containers"]
+    assert container["command"] == ["mediaflow-migrate"]
+    env = {e["name"]: e for e in container["env"]}
+    ref = env["DATABASE_URL"]["valueFrom"]["secretKeyRef"]
+    # On first install the release's own Secret and ServiceAccounts do not exist yet:
+    # the Job's must be hooks too, created before it.
+    job_weight = int(job["metadata"]["annotations"]["helm.sh/hook-weight"])
+    for kind, name in (("Secret", ref["name"]), ("ServiceAccount", spec["serviceAccountName"])):
+        dependency = one(docs, kind, name)
+        assert set(dependency["metadata"]["annotations"]["helm.sh/hook"].split(",")) == hooks
+        assert int(dependency["metadata"]["annotations"]["helm.sh/hook-weight"]) < job_weight
+        assert ref["key"] in dependency.get("stringData", {ref["key"]: ""})
+    # with an existing Secret, the Job reads it directly
+    existing = one(rendered["existing-secret"], "Job", f"{RELEASE}-migrations")
+    ref = existing["spec"]["template"]["spec"]["containers"][0]["env"][0]["valueFrom"][
+        "secretKeyRef"
+    ]
+    assert ref == {"name": "mediaflow-credentials", "key": "database-url"}
+    # a separate migrations DSN (a role with DDL rights) when configured
+    everything = one(rendered["everything"], "Secret", f"{RELEASE}-migrations")
+    assert everything["stringData"]["database-url"].startswith("postgresql://mediaflow_owner@")
+
+
+def test_helm_test_checks_the_gateway_readyz(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    pod = one(rendered["default"], "Pod", f"{RELEASE}-test-readyz")
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    assert pod["spec"]["containers"][0]["command"][-1] == f"http://{RELEASE}-gateway:8102/readyz"
+    gateway = one(rendered["default"], "Service", f"{RELEASE}-gateway")
+    assert gateway["spec"]["ports"][0]["port"] == 8102
+
+
+# ---- network policies --------------------------------------------------------------------------
+
+
+def _policy(docs: list[dict[str, Any]], component: str) -> dict[str, Any]:
+    return one(docs, "NetworkPolicy", f"{RELEASE}-{component}")
+
+
+def _pod_labels(docs: list[dict[str, Any]], component: str) -> dict[str, str]:
+    return one(docs, "Deployment", f"{RELEASE}-{component}")["spec"]["template"]["metadata"][
+        "labels"
+    ]
+
+
+def test_only_gateway_and_notifier_reach_auth_in_cluster(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    docs = rendered["everything"]
+    policy = _policy(docs, "auth")
+    assert (
+        policy["spec"]["podSelector"]["matchLabels"]
+        == one(docs, "Deployment", f"{RELEASE}-auth")["spec"]["selector"]["matchLabels"]
+    )
+    assert set(policy["spec"]["policyTypes"]) == {"Ingress", "Egress"}
+    allowed_in_namespace = set()
+    for rule in policy["spec"]["ingress"]:
+        for peer in rule["from"]:
+            if "namespaceSelector" in peer:
+                # other namespaces: only the ingress controller and Prometheus
+                assert peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"] in (
+                    "ingress-nginx",
+                    "monitoring",
+                )
+                continue
+            for component in COMPONENTS:
+                if _matches(peer["podSelector"]["matchLabels"], _pod_labels(docs, component)):
+                    allowed_in_namespace.add(component)
+    assert allowed_in_namespace == {"gateway", "notifier"}
+
+
+def test_worker_egress_is_internet_but_not_cluster(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    docs = rendered["everything"]
+    policy = _policy(docs, "worker")
+    assert policy["spec"]["ingress"][0]["ports"] == [{"port": "http", "protocol": "TCP"}]
+    blocks = [
+        peer["ipBlock"]
+        for rule in policy["spec"]["egress"]
+        for peer in rule.get("to", [])
+        if "ipBlock" in peer
+    ]
+    internet = [b for b in blocks if b["cidr"] == "0.0.0.0/0"]
+    assert len(internet) == 1
+    assert {"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16"} <= set(
+        internet[0]["except"]
+    )
+    assert any(b["cidr"] == "::/0" and "fc00::/7" in b["except"] for b in blocks)
+    # its dependencies stay reachable: the PostgreSQL address given in the values
+    assert {"cidr": "10.20.0.10/32"} in blocks
+    # with every dependency pinned by `to`, no egress rule is open to any address
+    assert all(rule.get("to") for rule in policy["spec"]["egress"])
+    # and it may not talk to auth (no egress rule selects auth's pods)
+    auth_labels = _pod_labels(docs, "auth")
+    for rule in policy["spec"]["egress"]:
+        for peer in rule.get("to", []):
+            if "podSelector" in peer and "namespaceSelector" not in peer:
+                assert not _matches(peer["podSelector"]["matchLabels"], auth_labels)
+    assert of_kind(rendered["default"], "NetworkPolicy") == []
+
+
+def test_every_pod_has_a_network_policy(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    docs = rendered["everything"]
+    policies = of_kind(docs, "NetworkPolicy")
+    for obj, _ in pod_specs(docs):
+        labels = (
+            obj["spec"]["template"]["metadata"]["labels"]
+            if obj["kind"] != "Pod"
+            else obj["metadata"]["labels"]
+        )
+        if labels["app.kubernetes.io/component"] == "test":
+            continue
+        assert any(_matches(p["spec"]["podSelector"]["matchLabels"], labels) for p in policies), (
+            obj["metadata"]["name"]
+        )
+
+
+# ---- monitoring --------------------------------------------------------------------------------
+
+
+def test_service_monitors_scrape_existing_ports(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    docs = rendered["everything"]
+    monitors = of_kind(docs, "ServiceMonitor")
+    services = of_kind(docs, "Service")
+    own = [
+        m
+        for m in monitors
+        if m["metadata"]["labels"].get("app.kubernetes.io/component") in COMPONENTS
+    ]
+    assert len(own) == 4
+    for monitor in own:
+        assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+        assert monitor["spec"]["namespaceSelector"]["matchNames"] == [NAMESPACE]
+        selected = [
+            s
+            for s in services
+            if _matches(monitor["spec"]["selector"]["matchLabels"], s["metadata"]["labels"])
+        ]
+        assert len(selected) == 1, monitor["metadata"]["name"]
+        port_names = {p["name"] for p in selected[0]["spec"]["ports"]}
+        for endpoint in monitor["spec"]["endpoints"]:
+            assert endpoint["port"] in port_names
+            assert endpoint["path"] == "/metrics"
+    (rabbit,) = [m for m in monitors if m not in own]
+    assert rabbit["spec"]["endpoints"][0]["path"] == "/metrics/detailed"
+    assert "queue_coarse_metrics" in rabbit["spec"]["endpoints"][0]["params"]["family"]
+
+
+def _rules(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    (rule,) = of_kind(docs, "PrometheusRule")
+    return rule
+
+
+def _metric_names(expr: str) -> set[str]:
+    names: set[str] = set()
+
+    def visit(node: Any) -> None:
+        if isinstance(node, promql_parser.VectorSelector):
+            names.add(node.name)
+
+    promql_parser.walk(promql_parser.parse(expr), pre_visit=visit)
+    return names
+
+
+def exported_metric_names() -> set[str]:
+    """Sample names the four processes expose, from their own prometheus-client registry."""
+    for module in ENTRY_MODULES:
+        importlib.import_module(module)
+    from prometheus_client import REGISTRY
+
+    suffixes = {
+        "counter": ["_total", "_created"],
+        "gauge": [""],
+        "histogram": ["_bucket", "_sum", "_count", "_created"],
+        "summary": ["", "_sum", "_count", "_created"],
+        "info": ["_info"],
+    }
+    names = set()
+    for family in REGISTRY.collect():
+        names |= {family.name + suffix for suffix in suffixes.get(family.type, [""])}
+    return names
+
+
+def test_alert_rules_parse_and_name_only_exported_metrics(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    rule = _rules(rendered["everything"])
+    assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    exported = exported_metric_names() | EXTERNAL_METRICS
+    alerts = [r for group in rule["spec"]["groups"] for r in group["rules"]]
+    assert {a["alert"] for a in alerts} >= {
+        "MediaflowWorkerFailureRateHigh",
+        "MediaflowJobQueueBacklogOld",
+        "MediaflowDeadLetterQueueNotEmpty",
+        "MediaflowOutboxBacklog",
+        "MediaflowNotifierDeliveryLagHigh",
+        "MediaflowAuthUnavailable",
+    }
+    for alert in alerts:
+        names = _metric_names(alert["expr"])  # raises ValueError on bad PromQL
+        assert names, alert["alert"]
+        assert names <= exported, (alert["alert"], names - exported)
+        assert alert["labels"]["severity"] in ("warning", "critical")
+        assert alert["labels"]["team"] == "media"
+        assert alert["annotations"]["summary"]
+        assert alert["annotations"]["description"]
+    # the RabbitMQ selector reaches the queue matchers
+    dlq = next(a for a in alerts if a["alert"] == "MediaflowDeadLetterQueueNotEmpty")
+    assert 'queue="media.jobs.dlq",vhost="/"' in dlq["expr"]
+
+
+def test_metric_check_rejects_unknown_names() -> None:
+    exported = exported_metric_names() | EXTERNAL_METRICS
+    assert "worker_jobs_total" in exported
+    assert "notifier_delivery_lag_seconds_bucket" in exported
+    assert not _metric_names("rate(worker_jobz_total[5m])") <= exported
+    with pytest.raises(ValueError, match="parenthesis"):
+        _metric_names("sum(rate(worker_jobs_total[5m])")
+
+
+def test_alerts_with_promtool(chart: helm_python.Chart, tmp_path: Path) -> None:
+    """`promtool check rules` and the unit tests in alerts_test.yaml. promtool comes with
+    Debian's `prometheus` package; where it is missing, every expression and template is
+    still checked by a PromQL parser, and every alert must have a unit test waiting."""
+    docs = render(chart, {"prometheusRule": {"enabled": True}})
+    spec = _rules(docs)["spec"]
+    (tmp_path / "rules.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    shutil.copy(Path(__file__).with_name("alerts_test.yaml"), tmp_path / "alerts_test.yaml")
+    tests = yaml.safe_load((tmp_path / "alerts_test.yaml").read_text())
+    tested = {case["alertname"] for test in tests["tests"] for case in test["alert_rule_test"]}
+    alerts = {r["alert"] for group in spec["groups"] for r in group["rules"]}
+    assert tested == alerts
+    for group in spec["groups"]:
+        for alert in group["rules"]:
+            _metric_names(alert["expr"])
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        return
+    for args in (["check", "rules", "rules.yaml"], ["test", "rules", "alerts_test.yaml"]):
+        result = subprocess.run(
+            [promtool, *args], cwd=tmp_path, capture_output=True, text=True, timeout=120
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _dashboard_exprs(dashboard: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    def panels(items: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        for panel in items:
+            yield panel
+            yield from panels(panel.get("panels", []))
+
+    for panel in panels(dashboard["panels"]):
+        for target in panel.get("targets", []):
+            yield panel["title"], target["expr"]
+
+
+def _substitute_grafana_variables(expr: str) -> str:
+    for variable, value in {
+        "$__rate_interval": "5m",
+        "$namespace": "media",
+        "$release": "mediaflow",
+        "$amqp_namespace": "media",
+    }.items():
+        expr = expr.replace(variable, value)
+    assert "$" not in expr, expr
+    return expr
+
+
+def test_dashboard_is_valid_and_names_only_exported_metrics(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    docs = rendered["everything"]
+    configmap = one(docs, "ConfigMap", f"{RELEASE}-dashboards")
+    assert configmap["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert configmap["metadata"]["annotations"]["grafana_folder"] == "mediaflow"
+    assert set(configmap["data"]) == {"mediaflow.json"}
+    dashboard = json.loads(configmap["data"]["mediaflow.json"])
+    assert dashboard == json.loads((CHART / "dashboards" / "mediaflow.json").read_text())
+    assert dashboard["uid"]
+    assert dashboard["title"]
+    ids = [p["id"] for p in dashboard["panels"]]
+    assert len(ids) == len(set(ids))
+    variables = {v["name"] for v in dashboard["templating"]["list"]}
+    assert {"datasource", "namespace", "release", "amqp_namespace"} <= variables
+    exported = exported_metric_names() | EXTERNAL_METRICS
+    seen: set[str] = set()
+    exprs = list(_dashboard_exprs(dashboard))
+    assert len(exprs) >= 15
+    for title, expr in exprs:
+        names = _metric_names(_substitute_grafana_variables(expr))
+        assert names <= exported, (title, names - exported)
+        seen |= names
+    # the metrics the alerts are about are on the dashboard too
+    assert {
+        "worker_jobs_total",
+        "worker_failures_total",
+        "worker_stage_duration_seconds_bucket",
+        "worker_bytes_streamed_total",
+        "session_checks_total",
+        "outbox_backlog_messages",
+        "notifier_connected_clients",
+        "notifier_delivery_lag_seconds_bucket",
+        "rabbitmq_detailed_queue_messages_ready",
+    } <= seen
+    for panel in dashboard["panels"]:
+        if panel["type"] != "row":
+            assert panel["datasource"]["uid"] == "${datasource}"
+
+
+def test_notes_render_for_every_values_set(chart: helm_python.Chart) -> None:
+    for name in ALL_SETS:
+        notes = render_raw(chart, values_set(name))[f"{CHART.name}/templates/NOTES.txt"]
+        assert "helm test mediaflow" in notes
+        if name == "existing-secret":
+            assert 'Credentials come from Secret "mediaflow-credentials"' in notes
+        else:
+            assert "WARNING: credentials come from values" in notes
+
+
+# ---- image and skaffold ------------------------------------------------------------------------
+
+
+def _dockerfile() -> list[str]:
+    text = (REPO / "Dockerfile").read_text()
+    return [
+        line.strip()
+        for line in text.replace("\\\n", " ").splitlines()
+        if line.strip() and not line.strip().startswith("#")
+    ]
+
+
+def test_dockerfile_is_multi_stage_non_root_and_frozen() -> None:
+    lines = _dockerfile()
+    froms = [line for line in lines if line.startswith("FROM ")]
+    assert len(froms) >= 3  # uv, builder, runtime
+    args = dict(line[4:].split("=", 1) for line in lines if line.startswith("ARG ") and "=" in line)
+    assert args["PYTHON_IMAGE"] == "python:3.11-slim"
+    assert froms[-1].startswith("FROM ${PYTHON_IMAGE}")
+    syncs = [line for line in lines if "uv sync" in line]
+    assert syncs
+    for sync in syncs:
+        assert {"--frozen", "--no-dev", "--no-editable"} <= set(sync.split()), sync
+    assert any("UV_COMPILE_BYTECODE=1" in line for line in lines)
+    users = [line.split()[1] for line in lines if line.startswith("USER ")]
+    assert users, "no USER"
+    uid = users[-1].split(":")[0]
+    assert uid.isdigit()
+    assert int(uid) >= 10000
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert values["securityContext"]["runAsUser"] == int(uid)
+    # the runtime stage takes only the virtualenv from the builder
+    runtime = lines[lines.index(froms[-1]) :]
+    copies = [line for line in runtime if line.startswith("COPY")]
+    assert copies == ["COPY --from=builder /app/.venv /app/.venv"]
+    # every workspace member's pyproject reaches the dependency layer
+    members = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["uv"]["workspace"][
+        "members"
+    ]
+    member_dirs = [
+        p.parent.relative_to(REPO).as_posix()
+        for m in members
+        for p in REPO.glob(f"{m}/pyproject.toml")
+    ]
+    for member in member_dirs:
+        assert any(line.startswith(f"COPY {member}/pyproject.toml") for line in lines), member
+
+
+def test_dockerignore_keeps_tests_and_local_state_out() -> None:
+    patterns = [
+        line.strip()
+        for line in (REPO / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    assert patterns[0] == "*"
+    assert {"!pyproject.toml", "!uv.lock", "!libs/", "!services/", "!cli/"} <= set(patterns)
+    assert {"**/tests/", "**/.venv/", "**/__pycache__/"} <= set(patterns)
+
+
+def _skaffold() -> dict[str, Any]:
+    return yaml.safe_load((REPO / "skaffold.yaml").read_text())
+
+
+def _releases(config: dict[str, Any]) -> list[dict[str, Any]]:
+    releases = list(config["deploy"]["helm"]["releases"])
+    for profile in config.get("profiles", []):
+        releases += profile.get("deploy", {}).get("helm", {}).get("releases", [])
+    return releases
+
+
+def test_skaffold_builds_the_image_the_chart_deploys(chart: helm_python.Chart) -> None:
+    config = _skaffold()
+    assert config["apiVersion"].startswith("skaffold/v4")
+    assert config["kind"] == "Config"
+    artifacts = config["build"]["artifacts"]
+    assert [a["image"] for a in artifacts] == ["mediaflow"]
+    assert artifacts[0]["docker"]["dockerfile"] == "Dockerfile"
+    assert (REPO / artifacts[0]["context"] / "Dockerfile").is_file()
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert values["image"]["repository"] == artifacts[0]["image"]
+    sanitized = {
+        a["image"].replace("/", "_").replace("-", "_").replace(".", "_") for a in artifacts
+    }
+    for release in _releases(config):
+        assert (REPO / release["chartPath"]).resolve() == CHART
+        templates = release["setValueTemplates"]
+        for key in templates:  # every key names a value the chart has
+            node = values
+            for part in key.split("."):
+                assert part in node, key
+                node = node[part]
+        for name in sanitized:
+            assert templates["image.repository"] == f"{{{{.IMAGE_REPO_{name}}}}}"
+            assert (
+                templates["image.tag"] == f"{{{{.IMAGE_TAG_{name}}}}}@{{{{.IMAGE_DIGEST_{name}}}}}"
+            )
+        # the image reference the chart builds from what skaffold injects
+        injected = {
+            "image": {"repository": "registry.local/mediaflow", "tag": "abc123@sha256:" + "0" * 64}
+        }
+        docs = render(chart, injected)
+        images = {c["image"] for _, spec in pod_specs(docs) for c in spec["containers"]}
+        assert images == {"registry.local/mediaflow:abc123@sha256:" + "0" * 64}
+
+
+def test_skaffold_dev_profile_and_port_forwards(chart: helm_python.Chart) -> None:
+    config = _skaffold()
+    (dev,) = [p for p in config["profiles"] if p["name"] == "dev"]
+    assert {"command": "dev"} in dev["activation"]
+    forwards = {(f["resourceType"], f["resourceName"]): f for f in dev["portForward"]}
+    assert forwards[("service", "ingress-nginx-controller")]["localPort"] == 8080
+    docs_dev = None
+    for release in dev["deploy"]["helm"]["releases"]:
+        values: dict[str, Any] = {}
+        for path in release["valuesFiles"]:
+            values |= yaml.safe_load((REPO / path).read_text())
+        docs_dev = render(chart, values)
+    assert docs_dev is not None
+    configmap = one(docs_dev, "ConfigMap", f"{RELEASE}-config")
+    assert configmap["data"]["PUBLIC_URL"] == "http://127.0.0.1:8080"
+    services = {s["metadata"]["name"]: s for s in of_kind(docs_dev, "Service")}
+    for forward in [*config["portForward"], *dev["portForward"]]:
+        if forward["namespace"] == "mediaflow" and forward["resourceType"] == "service":
+            ports = [p["port"] for p in services[forward["resourceName"]]["spec"]["ports"]]
+            assert forward["port"] in ports
+    # the throwaway dependencies the dev profile deploys are valid Kubernetes objects
+    for path in dev["manifests"]["rawYaml"]:
+        for doc in yaml.safe_load_all((REPO / path).read_text()):
+            kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)

@@ -1,0 +1,47 @@
+"""The credit ledger: every movement is a ledger row; the balance can never go negative
+and a task is refunded at most once (both enforced by the schema)."""
+
+from __future__ import annotations
+
+import asyncpg
+
+
+async def ensure_account(con: asyncpg.Connection, user_id: str, signup_credits: int) -> None:
+    """Open the user's account with the sign-up grant, once."""
+    await con.execute("SELECT media.open_credit_account($1, $2)", user_id, signup_credits)
+
+
+async def balance(con: asyncpg.Connection, user_id: str) -> int:
+    value = await con.fetchval(
+        "SELECT balance FROM media.credit_accounts WHERE user_id = $1", user_id
+    )
+    return int(value or 0)
+
+
+async def charge(con: asyncpg.Connection, user_id: str, task_id: str, cost: int) -> bool:
+    """Take ``cost`` credits for a task; False when the balance is too low (or there is no
+    account). The account row stays locked until the caller's commit. A submission charges
+    inside ``media.submit_task``, through the same function."""
+    return bool(
+        await con.fetchval("SELECT media.charge_credits($1, $2, $3)", user_id, task_id, cost)
+    )
+
+
+async def refund(con: asyncpg.Connection, user_id: str, task_id: str) -> bool:
+    """Give back what the task was charged; a second call for the same task does nothing."""
+    amount = await con.fetchval(
+        """INSERT INTO media.credit_ledger (user_id, task_id, delta, reason)
+           SELECT user_id, task_id, -delta, 'refund' FROM media.credit_ledger
+           WHERE task_id = $1 AND reason = 'charge'
+           ON CONFLICT (task_id, reason) WHERE task_id IS NOT NULL DO NOTHING
+           RETURNING delta""",
+        task_id,
+    )
+    if amount is None:
+        return False
+    await con.execute(
+        "UPDATE media.credit_accounts SET balance = balance + $2 WHERE user_id = $1",
+        user_id,
+        amount,
+    )
+    return True

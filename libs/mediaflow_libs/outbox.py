@@ -1,0 +1,184 @@
+"""Transactional outbox: messages are written in the transaction of the change they
+announce, and a relay publishes them with publisher confirms, deleting each row only
+after the broker confirmed it. Several relays may run at once (``SKIP LOCKED``)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import aio_pika
+import asyncpg
+import structlog
+from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
+from prometheus_client import Counter, Gauge, Histogram
+
+log = structlog.get_logger(__name__)
+
+NOTIFY_CHANNEL = "media_outbox"
+
+OUTBOX_PUBLISHED = Counter("outbox_published_total", "Outbox messages confirmed by the broker")
+OUTBOX_PUBLISH_FAILURES = Counter("outbox_publish_failures_total", "Failed outbox relay rounds")
+OUTBOX_BACKLOG = Gauge("outbox_backlog_messages", "Outbox rows seen waiting at the last round")
+OUTBOX_LAG = Histogram(
+    "outbox_publish_lag_seconds",
+    "Time from an outbox row's commit to the broker's confirm",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+
+
+async def enqueue(
+    con: asyncpg.Connection,
+    *,
+    exchange: str,
+    routing_key: str,
+    body: bytes,
+    mandatory: bool,
+    headers: dict[str, Any] | None = None,
+) -> None:
+    await con.execute(
+        "SELECT media.enqueue_outbox($1, $2, $3, $4, $5)",
+        exchange,
+        routing_key,
+        body,
+        headers or {},
+        mandatory,
+    )
+
+
+class OutboxRelay:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        connection: AbstractRobustConnection,
+        *,
+        poll_interval: float = 1.0,
+        batch_size: int = 100,
+    ) -> None:
+        self._pool = pool
+        self._connection = connection
+        self._poll_interval = poll_interval
+        self._batch_size = batch_size
+        self._wake = asyncio.Event()
+
+    async def run(self) -> None:
+        """Publish until cancelled; recovers on its own from database or broker outages."""
+        while True:
+            try:
+                await self._run_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                OUTBOX_PUBLISH_FAILURES.inc()
+                log.warning("outbox.relay_error", error=repr(exc))
+                await asyncio.sleep(self._poll_interval)
+
+    async def _run_once(self) -> None:
+        channel = await self._connection.channel(publisher_confirms=True, on_return_raises=True)
+        exchanges: dict[str, AbstractExchange] = {}
+        listener = await self._pool.acquire()
+        try:
+            await listener.add_listener(NOTIFY_CHANNEL, self._on_notify)
+            while True:
+                published = await self._drain_batch(channel, exchanges)
+                if published < self._batch_size:
+                    # LISTEN/NOTIFY wakes us at once; the timeout is the fallback. Not
+                    # wait_for: on 3.11 it swallows a cancel that lands with the wake-up,
+                    # and the relay would never stop.
+                    try:
+                        async with asyncio.timeout(self._poll_interval):
+                            await self._wake.wait()
+                    except TimeoutError:
+                        pass
+                    self._wake.clear()
+        finally:
+            await _release_quietly(self._pool, listener, self._on_notify)
+            if not channel.is_closed:
+                await channel.close()
+
+    def _on_notify(self, *_: object) -> None:
+        self._wake.set()
+
+    async def _drain_batch(
+        self, channel: AbstractChannel, exchanges: dict[str, AbstractExchange]
+    ) -> int:
+        """Publish one batch and delete the rows the broker confirmed; returns how many. A
+        row that is returned (a mandatory message no queue took) or nacked stays for the
+        next round; a closed channel fails the round after the deletion."""
+        async with self._pool.acquire() as con, con.transaction():
+            rows = await con.fetch(
+                """SELECT id, exchange, routing_key, body, headers, mandatory,
+                          extract(epoch FROM clock_timestamp() - created_at) AS age
+                   FROM media.outbox ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED""",
+                self._batch_size,
+            )
+            OUTBOX_BACKLOG.set(len(rows))
+            if not rows:
+                return 0
+            for name in {row["exchange"] for row in rows} - exchanges.keys():
+                exchanges[name] = await channel.get_exchange(name, ensure=False)
+            # All in flight at once, their confirms awaited together. The channel writes
+            # them in id order (publishes queue for its lock first come, first served), so
+            # the events of one task reach the broker in order.
+            outcomes = await asyncio.gather(
+                *(self._publish(exchanges[row["exchange"]], row) for row in rows),
+                return_exceptions=True,
+            )
+            confirmed = [
+                row for row, outcome in zip(rows, outcomes, strict=True) if outcome is None
+            ]
+            if confirmed:
+                await con.execute(
+                    "DELETE FROM media.outbox WHERE id = ANY($1::bigint[])",
+                    [row["id"] for row in confirmed],
+                )
+            for row in confirmed:
+                OUTBOX_LAG.observe(float(row["age"]))
+            OUTBOX_PUBLISHED.inc(len(confirmed))
+        failures = [outcome for outcome in outcomes if outcome is not None]
+        if failures:
+            OUTBOX_PUBLISH_FAILURES.inc()
+            for failure in failures:
+                if not isinstance(failure, Exception):
+                    raise failure  # a cancellation, not a failed publish
+            log.warning(
+                "outbox.publish_failed",
+                failed=len(failures),
+                confirmed=len(confirmed),
+                error=repr(failures[0]),
+            )
+            if channel.is_closed:
+                raise failures[0]
+        # Less than a full batch, so the relay waits before it tries the failures again.
+        return len(confirmed)
+
+    @staticmethod
+    async def _publish(exchange: AbstractExchange, row: asyncpg.Record) -> None:
+        await exchange.publish(
+            aio_pika.Message(
+                body=row["body"],
+                headers=row["headers"],
+                message_id=f"outbox-{row['id']}",
+                content_type="application/x-protobuf",
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            ),
+            routing_key=row["routing_key"],
+            mandatory=row["mandatory"],
+        )
+
+
+async def _release_quietly(
+    pool: asyncpg.Pool, con: asyncpg.Connection, listener: Callable[..., object]
+) -> None:
+    # asyncpg warns about releasing a connection that still has a listener (and under
+    # warnings-as-errors refuses, leaking it so that pool.close() hangs): drop ours first.
+    try:
+        await con.remove_listener(NOTIFY_CHANNEL, listener)
+    except Exception as exc:
+        log.debug("outbox.unlisten_failed", error=repr(exc))
+    # Releasing resets the connection (UNLISTEN *); a broken one is discarded by the pool.
+    try:
+        await pool.release(con, timeout=5)
+    except Exception as exc:
+        log.debug("outbox.listener_release_failed", error=repr(exc))

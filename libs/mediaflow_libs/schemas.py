@@ -1,0 +1,95 @@
+"""Types of the public JSON bodies, for the generated OpenAPI schema (API.md is the contract)."""
+
+from __future__ import annotations
+
+from typing import Literal, TypedDict
+
+from litestar.openapi.datastructures import ResponseSpec
+
+from mediaflow_libs.problems import PROBLEM_MEDIA_TYPE
+
+
+class Problem(TypedDict):
+    type: str
+    title: str
+    status: int
+    detail: str
+    code: str
+    request_id: str | None
+
+
+class TaskError(TypedDict):
+    code: str
+    message: str
+
+
+class TaskResult(TypedDict):
+    size: int
+    sha256: str
+    content_type: str
+
+
+class Task(TypedDict):
+    id: str
+    status: Literal["queued", "running", "succeeded", "failed", "canceled"]
+    progress: int | None
+    bytes_done: int
+    bytes_total: int | None
+    source_url: str
+    attempt: int
+    error: TaskError | None
+    result: TaskResult | None
+    created_at: str
+    updated_at: str
+
+
+class TaskEnvelope(TypedDict):
+    task: Task
+
+
+class TaskPage(TypedDict):
+    items: list[Task]
+    next_cursor: str | None
+
+
+class User(TypedDict):
+    id: str
+    email: str
+    name: str | None
+    created_at: str
+
+
+class Credits(TypedDict):
+    balance: int
+
+
+class Me(TypedDict):
+    user: User
+    credits: Credits
+
+
+_DESCRIPTIONS = {
+    400: "The body is not valid JSON",
+    401: "No valid session (session_missing, session_invalid, session_expired, session_revoked)",
+    402: "Not enough credits",
+    403: "Cross-origin cookie request (csrf_rejected)",
+    404: "No such resource (also another user's)",
+    409: "Conflict with the resource's state",
+    413: "The body is too large",
+    422: "A parameter or field is not valid",
+    429: "Too many requests; see Retry-After",
+    503: "A dependency is unavailable (auth_unavailable); see Retry-After",
+}
+
+
+def problem_responses(*statuses: int) -> dict[int, ResponseSpec]:
+    """OpenAPI entries for the problem+json answers a route can give."""
+    return {
+        status: ResponseSpec(
+            data_container=Problem,
+            description=_DESCRIPTIONS[status],
+            media_type=PROBLEM_MEDIA_TYPE,
+            generate_examples=False,
+        )
+        for status in statuses
+    }

@@ -1,0 +1,104 @@
+"""Settings shared by every service, read once from the environment.
+
+Each service subclasses :class:`ServiceSettings` and adds its own groups. Real
+environment variables win over a ``.env`` file; a bad value stops the process
+at start-up with a message naming the variable.
+"""
+
+from __future__ import annotations
+
+from typing import Self
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MIB = 1024 * 1024
+
+
+class SettingsGroup(BaseSettings):
+    """Base of every settings group, so that groups combine into one service's settings."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+
+
+class ServiceSettings(SettingsGroup):
+    host: str = Field("127.0.0.1", description="Address the service's HTTP port binds to")
+    port: int = Field(
+        8000, description="The service's own HTTP port (API, /healthz, /readyz, /metrics)"
+    )
+    trusted_proxies: str = Field(
+        "127.0.0.1",
+        description=(
+            "Peers whose X-Forwarded-For names the client: the ingress (comma-separated "
+            "addresses or CIDRs, * for any peer). Per-address sign-in limits depend on it"
+        ),
+    )
+    log_level: str = Field("info", description="debug, info, warning or error")
+    log_format: str = Field("auto", description="json, console, or auto (console on a terminal)")
+
+    public_url: str = Field(
+        "http://127.0.0.1:8080",
+        description="The one URL users reach; cookie attributes and trusted origin derive from it",
+    )
+    database_url: str = Field(
+        "postgresql://postgres@127.0.0.1:5432/mediaflow", description="PostgreSQL DSN"
+    )
+    database_pool_size: int = Field(10, ge=1, description="Connections per service process")
+    amqp_url: str = Field("amqp://guest:guest@127.0.0.1:5672/", description="RabbitMQ URL")
+    amqp_namespace: str = Field(
+        "media", description="Prefix of exchange and queue names (`media.jobs`, `media.events`)"
+    )
+    service_secret: SecretStr = Field(
+        ..., min_length=32, description="Shared key that signs internal service tokens (required)"
+    )
+
+    @model_validator(mode="after")
+    def _check_public_url(self) -> Self:
+        parts = urlsplit(self.public_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"PUBLIC_URL must be an absolute http(s) URL, got {self.public_url!r}")
+        if parts.path not in ("", "/") or parts.query or parts.fragment:
+            raise ValueError(
+                "PUBLIC_URL must be an origin without a path, e.g. https://media.example"
+            )
+        return self
+
+    @property
+    def public_origin(self) -> str:
+        parts = urlsplit(self.public_url)
+        return f"{parts.scheme}://{parts.netloc}"
+
+
+class CreditSettings(SettingsGroup):
+    signup_credits: int = Field(10, ge=0, description="Credits granted on sign-up")
+    task_cost_credits: int = Field(1, ge=0, description="Credits charged per task")
+
+
+class S3Settings(SettingsGroup):
+    s3_endpoint_url: str = Field("http://127.0.0.1:8333", description="S3 API the services use")
+    s3_public_endpoint_url: str | None = Field(
+        None, description="S3 endpoint put in download links (default: S3_ENDPOINT_URL)"
+    )
+    s3_region: str = Field("us-east-1", description="S3 region name")
+    s3_bucket: str = Field("media", description="Bucket that holds stored media")
+    s3_access_key_id: SecretStr = Field(..., description="S3 access key (required)")
+    s3_secret_access_key: SecretStr = Field(..., description="S3 secret key (required)")
+
+
+class SessionCheckSettings(SettingsGroup):
+    auth_internal_url: str = Field(
+        "http://127.0.0.1:8101", description="auth's internal base URL (never the ingress)"
+    )
+    auth_timeout_seconds: float = Field(1.0, gt=0, description="Timeout of one session check")
+    auth_breaker_failures: int = Field(
+        5, ge=1, description="Consecutive auth failures that open the circuit breaker"
+    )
+    auth_breaker_reset_seconds: float = Field(
+        2.0, gt=0, description="How long the breaker stays open before one trial call"
+    )
+    auth_cache_seconds: float = Field(
+        5.0,
+        ge=0,
+        description="How long a valid session check is reused; revocations evict at once (0: off)",
+    )

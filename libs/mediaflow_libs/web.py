@@ -1,0 +1,182 @@
+"""What every HTTP service shares: request ids and access logs, health and metrics routes,
+reading JSON bodies safely, and running under uvicorn."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import structlog
+import uvicorn
+from litestar import MediaType, Request, Response, get
+from litestar.handlers import BaseRouteHandler
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+
+from mediaflow_libs.facts import configuration_facts
+from mediaflow_libs.problems import ProblemError, valid_request_id
+from mediaflow_libs.settings import ServiceSettings
+
+log = structlog.get_logger(__name__)
+
+HTTP_REQUESTS = Counter(
+    "http_requests_total", "HTTP requests answered", ["route", "method", "status"]
+)
+HTTP_DURATION = Histogram(
+    "http_request_duration_seconds", "Time to the response's first byte", ["route", "method"]
+)
+_QUIET_PATHS = {"/healthz", "/readyz", "/metrics"}
+
+
+def request_context_middleware(app: ASGIApp) -> ASGIApp:
+    """Give each request an id (the ingress's, when valid), bind it to the logs,
+    echo it in ``X-Request-ID``, count it, and log one summary line."""
+
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+        incoming = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
+        request_id = valid_request_id(incoming) or uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                echoed = (b"x-request-id", request_id.encode())
+                message["headers"] = [*message.get("headers", []), echoed]
+                HTTP_DURATION.labels(_route_template(scope), scope["method"]).observe(
+                    time.perf_counter() - started
+                )
+            await send(message)
+
+        with structlog.contextvars.bound_contextvars(request_id=request_id):
+            try:
+                await app(scope, receive, send_with_id)
+            finally:
+                HTTP_REQUESTS.labels(_route_template(scope), scope["method"], str(status)).inc()
+                if scope["path"] not in _QUIET_PATHS:
+                    log.info(
+                        "http.request",
+                        method=scope["method"],
+                        path=scope["path"],
+                        status=status,
+                        duration_ms=round((time.perf_counter() - started) * 1000, 1),
+                    )
+
+    return middleware
+
+
+def _route_template(scope: Scope) -> str:
+    # The path template, never the raw path: ids must not become label values.
+    handler = scope.get("route_handler")
+    if isinstance(handler, BaseRouteHandler):
+        paths = sorted(handler.paths)
+        return paths[0] if paths else "unknown"
+    return "unmatched"
+
+
+ReadinessCheck = Callable[[], Awaitable[None]]
+
+
+def health_routes(
+    readiness_checks: Callable[[Any], list[ReadinessCheck]],
+    settings: ServiceSettings | None = None,
+) -> list[Any]:
+    """``/healthz``, ``/readyz``, ``/metrics`` and, given the settings, ``/diagnostics``;
+    ``readiness_checks(app_state)`` lists the dependency probes ``/readyz`` runs."""
+
+    @get("/healthz", media_type=MediaType.JSON, include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @get("/readyz", media_type=MediaType.JSON, include_in_schema=False)
+    async def readyz(request: Request[Any, Any, Any]) -> dict[str, str]:
+        for check in readiness_checks(request.app.state):
+            try:
+                await check()
+            except Exception as exc:
+                raise ProblemError(503, "not_ready", f"{check.__name__}: {exc}") from exc
+        return {"status": "ready"}
+
+    @get("/metrics", include_in_schema=False)
+    async def metrics() -> Response[bytes]:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    routes = [healthz, readyz, metrics]
+    if settings is not None:
+        facts = configuration_facts(settings)
+
+        @get("/diagnostics", media_type=MediaType.JSON, include_in_schema=False)
+        async def diagnostics() -> dict[str, Any]:
+            return facts | {"time": time.time()}
+
+        routes.append(diagnostics)
+    return routes
+
+
+async def read_json_object(
+    request: Request[Any, Any, Any], max_bytes: int = 64 * 1024
+) -> dict[str, Any]:
+    """The request body as a JSON object, or a problem: 413 past ``max_bytes``,
+    400 ``invalid_json`` when it is not a JSON object (or past the parser's limits)."""
+    declared = request.headers.get("content-length", "")
+    # Refuses an announced excess early; the stream below enforces the limit either way.
+    # (20 digits are past any limit, and int() refuses thousands.)
+    if declared.isascii() and declared.isdigit() and int(declared[:20]) > max_bytes:
+        raise ProblemError(413, "payload_too_large", f"The body may be at most {max_bytes} bytes.")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > max_bytes:
+            raise ProblemError(
+                413, "payload_too_large", f"The body may be at most {max_bytes} bytes."
+            )
+    try:
+        value = json.loads(body.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ProblemError(400, "invalid_json", "The body is not valid UTF-8.") from exc
+    except (ValueError, RecursionError) as exc:
+        # ValueError covers syntax errors and integers past Python's digit limit;
+        # RecursionError, nesting deeper than the parser goes.
+        raise ProblemError(400, "invalid_json", "The body is not valid JSON.") from exc
+    if not isinstance(value, dict):
+        raise ProblemError(400, "invalid_json", "The body must be a JSON object.")
+    return value
+
+
+# JSON may escape NUL and lone surrogates (``"\u0000"``, ``"\ud800"``): PostgreSQL text
+# cannot hold the first and UTF-8 cannot encode the second, which is no character at all.
+_UNSTORABLE_TEXT = re.compile(r"[\x00\ud800-\udfff]")
+
+
+def storable_text(value: object) -> str | None:
+    """``value`` when it is a string that can be encoded and stored, else None; each field
+    read from a body goes through here, so its own problem code names the bad field."""
+    if not isinstance(value, str) or _UNSTORABLE_TEXT.search(value):
+        return None
+    return value
+
+
+def serve(app_factory: str, settings: ServiceSettings) -> None:
+    """Run an app factory (``module:function``) under uvicorn with our logging."""
+    uvicorn.run(
+        app_factory,
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        access_log=False,
+        log_config=None,
+        # The client address (per-address sign-in limits, logs) comes from X-Forwarded-For
+        # only when the peer is a trusted proxy; anyone else could forge it.
+        proxy_headers=True,
+        forwarded_allow_ips=[p.strip() for p in settings.trusted_proxies.split(",") if p.strip()],
+        timeout_graceful_shutdown=10,
+    )

@@ -1,0 +1,114 @@
+"""The outbox relay against the real PostgreSQL and RabbitMQ, on a database of its own (the
+session database's outbox is drained by other tests' relays)."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import uuid
+from collections.abc import AsyncIterator
+
+import aio_pika
+import asyncpg
+import pytest
+
+from mediaflow_libs import db, outbox, tasks
+from mediaflow_libs.amqp import Topology
+from mediaflow_libs.contracts import TaskEvent
+from mediaflow_libs.migrate import apply_migrations, create_database_if_missing
+
+
+@pytest.fixture
+async def private_pool(infra) -> AsyncIterator[asyncpg.Pool]:  # type: ignore[no-untyped-def]
+    name = f"{infra.database}_outbox_{secrets.token_hex(3)}"
+    url = infra.database_url.rsplit("/", 1)[0] + f"/{name}"
+    await create_database_if_missing(url)
+    await apply_migrations(url)
+    try:
+        async with db.open_pool(url, size=4) as pool:
+            yield pool
+    finally:
+        admin = await asyncpg.connect(infra.database_url.rsplit("/", 1)[0] + "/postgres")
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+
+async def _pending(pool: asyncpg.Pool) -> list[str]:
+    rows = await pool.fetch("SELECT routing_key FROM media.outbox ORDER BY id")
+    return [row["routing_key"] for row in rows]
+
+
+async def test_relay_deletes_each_confirmed_row_and_keeps_a_returned_one(
+    infra,
+    private_pool: asyncpg.Pool,  # type: ignore[no-untyped-def]
+) -> None:
+    exchange_name = f"{infra.amqp_namespace}.outbox-test-{secrets.token_hex(3)}"
+    connection = await aio_pika.connect_robust(infra.amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        exchange = await channel.declare_exchange(exchange_name, auto_delete=True)
+        queue = await channel.declare_queue(exclusive=True)
+        await queue.bind(exchange, routing_key="routed")
+        async with private_pool.acquire() as con:
+            for n, (routing_key, mandatory) in enumerate(
+                [
+                    ("routed", True),
+                    ("unrouted", True),  # a job no queue takes: returned, so it must stay
+                    ("routed", True),
+                    ("unrouted", False),  # an event nobody listens to: confirmed, so it is sent
+                    ("routed", True),
+                ]
+            ):
+                await outbox.enqueue(
+                    con,
+                    exchange=exchange_name,
+                    routing_key=routing_key,
+                    body=routing_key.encode(),
+                    mandatory=mandatory,
+                    headers={"n": n},
+                )
+        relay = outbox.OutboxRelay(private_pool, connection, poll_interval=0.1)
+        running = asyncio.create_task(relay.run())
+        try:
+            async with asyncio.timeout(15):
+                while await _pending(private_pool) != ["unrouted"]:
+                    await asyncio.sleep(0.05)
+            # Rounds go on (a poll every 0.1 s) and the returned row is still not sent.
+            await asyncio.sleep(0.5)
+            assert await _pending(private_pool) == ["unrouted"]
+        finally:
+            running.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await running
+        received = []
+        async with asyncio.timeout(10):
+            while len(received) < 3:
+                message = await queue.get(fail=False)
+                if message is None:
+                    await asyncio.sleep(0.05)
+                    continue
+                await message.ack()
+                received.append(message.headers["n"])
+        # In outbox order, each once.
+        assert received == [0, 2, 4]
+        assert await queue.get(fail=False) is None
+
+
+async def test_a_task_event_message_carries_the_id_of_its_row(private_pool: asyncpg.Pool) -> None:
+    topology = Topology("unused")
+    async with private_pool.acquire() as con, con.transaction():
+        row = await con.fetchrow(
+            """INSERT INTO media.tasks (user_id, source_url, cost)
+               VALUES ($1, 'https://x.example/v', 1) RETURNING *""",
+            str(uuid.uuid4()),
+        )
+        # Past one varint byte: the database encodes the id the relay publishes.
+        await con.execute("SELECT setval(pg_get_serial_sequence('media.task_events', 'id'), 300)")
+        event_id = await tasks.record_event(con, topology, row)
+        body = await con.fetchval("SELECT body FROM media.outbox ORDER BY id DESC LIMIT 1")
+    event = TaskEvent.FromString(body)
+    assert event_id == 301
+    assert event.event_id == event_id
+    assert tasks.task_json(event.task) == tasks.task_json(tasks.task_message(row))

@@ -1,0 +1,21 @@
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+from aio_pika.abc import AbstractRobustConnection
+
+from mediaflow_gateway.settings import GatewaySettings
+from mediaflow_libs.amqp import Topology
+from mediaflow_libs.sessions import SessionClient
+
+
+@dataclass
+class Resources:
+    settings: GatewaySettings
+    topology: Topology
+    pool: asyncpg.Pool
+    amqp: AbstractRobustConnection
+    sessions: SessionClient
+    s3_public: Any  # aiobotocore S3 client signing for S3_PUBLIC_ENDPOINT_URL

@@ -1,0 +1,367 @@
+"""The tasks API: submit, read, list, cancel, download."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import re
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import structlog
+from litestar import Request, Response, get, post
+from litestar.datastructures import ResponseHeader
+from litestar.di import NamedDependency
+from litestar.enums import ParamType
+from litestar.openapi.spec import (
+    OpenAPIFormat,
+    OpenAPIMediaType,
+    OpenAPIType,
+    Operation,
+    Parameter,
+    RequestBody,
+    Schema,
+)
+from litestar.params import FromPath, QueryParameter
+from litestar.response import Redirect
+from prometheus_client import Counter
+
+from mediaflow_gateway.resources import Resources
+from mediaflow_libs import credits, egress, tasks
+from mediaflow_libs.egress import Network
+from mediaflow_libs.problems import ProblemError
+from mediaflow_libs.schemas import Me, TaskEnvelope, TaskPage, problem_responses
+from mediaflow_libs.sessions import Identity
+from mediaflow_libs.web import read_json_object, storable_text
+
+log = structlog.get_logger(__name__)
+
+MAX_URL_LENGTH = 2048
+DEFAULT_PAGE_SIZE = 20
+MAX_PAGE_SIZE = 100
+
+IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+SUBMIT_WINDOW_SECONDS = 60
+
+TASKS_SUBMITTED = Counter(
+    "gateway_tasks_submitted_total",
+    "Task submissions: `accepted`, `replayed` (same Idempotency-Key), or the refusal's code",
+    ["outcome"],
+)
+
+
+def validated_source_url(value: object, allow: tuple[Network, ...] = ()) -> str:
+    """The URL with its host IDNA-normalised, or a 422 naming what is wrong with it."""
+    text = storable_text(value)
+    if text is None or not text.strip():
+        raise ProblemError(422, "invalid_url", "`url` must be a non-empty string of characters.")
+    url = text.strip()
+    if len(url) > MAX_URL_LENGTH:
+        raise ProblemError(
+            422, "invalid_url", f"`url` may have at most {MAX_URL_LENGTH} characters."
+        )
+    try:
+        parts = urlsplit(url)
+        hostname = parts.hostname
+        port = parts.port
+    except ValueError as exc:
+        raise ProblemError(422, "invalid_url", f"`url` cannot be parsed: {exc}.") from exc
+    if parts.scheme.lower() not in ("http", "https"):
+        raise ProblemError(422, "invalid_url", "Only http and https URLs can be fetched.")
+    if not hostname:
+        raise ProblemError(422, "invalid_url", "`url` must name a host.")
+    if parts.username is not None or parts.password is not None:
+        raise ProblemError(422, "invalid_url", "`url` must not carry a user name or password.")
+    if any(ch.isspace() or ord(ch) < 0x20 for ch in url):
+        raise ProblemError(
+            422, "invalid_url", "`url` must not contain spaces or control characters."
+        )
+    address = egress.literal_address(hostname)
+    if address is not None:
+        if not egress.is_allowed(address, allow):
+            raise ProblemError(
+                422, "blocked_destination", f"{hostname} is a private or reserved address."
+            )
+        host = f"[{address}]" if address.version == 6 else str(address)
+    else:
+        try:
+            host = egress.host_name(hostname)
+        except ValueError as exc:
+            raise ProblemError(
+                422, "invalid_url", "`url` has a host name that is not valid."
+            ) from exc
+    netloc = host if port is None else f"{host}:{port}"
+    return urlunsplit((parts.scheme.lower(), netloc, parts.path or "/", parts.query, ""))
+
+
+def _task_id(raw: str) -> str:
+    try:
+        return str(uuid.UUID(raw))
+    except ValueError as exc:
+        # A malformed id is as unknown as someone else's: same answer.
+        raise _not_found() from exc
+
+
+def _not_found() -> ProblemError:
+    return ProblemError(404, "task_not_found", "No such task.")
+
+
+async def _owned_task(con: asyncpg.Connection, task_id: str, user_id: str) -> asyncpg.Record:
+    row = await con.fetchrow(
+        "SELECT * FROM media.tasks WHERE id = $1 AND user_id = $2", task_id, user_id
+    )
+    if row is None:
+        raise _not_found()
+    return row
+
+
+def _etag(task: dict[str, Any]) -> str:
+    digest = hashlib.sha256(json.dumps(task, sort_keys=True).encode()).hexdigest()[:32]
+    return f'"{digest}"'
+
+
+@get("/v1/me", responses=problem_responses(400, 401, 503))
+async def me(identity: NamedDependency[Identity], resources: NamedDependency[Resources]) -> Me:
+    async with resources.pool.acquire() as con, con.transaction():
+        await credits.ensure_account(con, identity.user_id, resources.settings.signup_credits)
+        balance = await credits.balance(con, identity.user_id)
+    return {"user": identity.user_json(), "credits": {"balance": balance}}
+
+
+def _idempotency_key(request: Request[Any, Any, Any]) -> str | None:
+    key = request.headers.get("idempotency-key")
+    if key is not None and not IDEMPOTENCY_KEY.match(key):
+        raise ProblemError(
+            422,
+            "invalid_idempotency_key",
+            "Idempotency-Key must be 1 to 255 visible ASCII characters.",
+        )
+    return key
+
+
+@dataclass
+class _SubmitTaskOperation(Operation):
+    """The body and the Idempotency-Key header are read by hand (to answer `invalid_json`,
+    `invalid_url` and `invalid_idempotency_key` as API.md says), so they are declared here."""
+
+    def __post_init__(self) -> None:
+        url = Schema(type=OpenAPIType.STRING, max_length=MAX_URL_LENGTH, format=OpenAPIFormat.URI)
+        body = Schema(type=OpenAPIType.OBJECT, required=["url"], properties={"url": url})
+        self.request_body = RequestBody(
+            required=True, content={"application/json": OpenAPIMediaType(schema=body)}
+        )
+        self.parameters = [
+            Parameter(
+                name="Idempotency-Key",
+                param_in=ParamType.HEADER,
+                required=False,
+                description="Repeat-safe submission key (1 to 255 visible ASCII characters)",
+                schema=Schema(type=OpenAPIType.STRING, min_length=1, max_length=255),
+            )
+        ]
+
+
+@post(
+    "/v1/tasks",
+    status_code=202,
+    operation_class=_SubmitTaskOperation,
+    responses=problem_responses(400, 401, 402, 403, 409, 413, 422, 429, 503),
+    response_headers=[
+        ResponseHeader(name="Location", description="The new task's URL", documentation_only=True)
+    ],
+)
+async def submit_task(
+    request: Request[Any, Any, Any],
+    identity: NamedDependency[Identity],
+    resources: NamedDependency[Resources],
+) -> Response[TaskEnvelope]:
+    try:
+        task, replayed = await _submit(request, identity, resources)
+    except ProblemError as problem:
+        TASKS_SUBMITTED.labels(problem.code).inc()
+        raise
+    TASKS_SUBMITTED.labels("replayed" if replayed else "accepted").inc()
+    return Response(
+        {"task": task}, status_code=202, headers={"Location": f"/v1/tasks/{task['id']}"}
+    )
+
+
+async def _submit(
+    request: Request[Any, Any, Any], identity: Identity, resources: Resources
+) -> tuple[dict[str, Any], bool]:
+    """The task for this submission and whether it already existed (same Idempotency-Key)."""
+    key = _idempotency_key(request)  # read from the headers so its errors are ours
+    body = await read_json_object(request)
+    source_url = validated_source_url(body.get("url"), resources.settings.egress_allow_networks)
+    settings = resources.settings
+    request_hash = (
+        hashlib.sha256(json.dumps(body, sort_keys=True).encode()).digest() if key else None
+    )
+    async with resources.pool.acquire() as con:
+        submission = await tasks.submit(
+            con,
+            resources.topology,
+            user_id=identity.user_id,
+            source_url=source_url,
+            cost=settings.task_cost_credits,
+            signup_credits=settings.signup_credits,
+            submits_per_window=settings.task_submits_per_minute,
+            window_seconds=SUBMIT_WINDOW_SECONDS,
+            idempotency_key=key,
+            request_hash=request_hash,
+        )
+    match submission.outcome:
+        case "accepted" | "replayed":
+            assert submission.task is not None
+            # The request's summary log line names the task.
+            structlog.contextvars.bind_contextvars(task_id=submission.task["id"])
+            return submission.task, submission.outcome == "replayed"
+        case "idempotency_conflict":
+            raise ProblemError(
+                409, "idempotency_conflict", "This Idempotency-Key was used with a different body."
+            )
+        case "rate_limited":
+            raise ProblemError(
+                429,
+                "rate_limited",
+                f"At most {settings.task_submits_per_minute} tasks per minute.",
+                headers={"Retry-After": str(submission.retry_after)},
+            )
+        case "insufficient_credits":
+            raise ProblemError(
+                402,
+                "insufficient_credits",
+                f"A task costs {settings.task_cost_credits} credits; the balance is lower.",
+            )
+    raise AssertionError(f"unknown submission outcome {submission.outcome!r}")
+
+
+@get(
+    "/v1/tasks/{task_id:str}",
+    responses=problem_responses(400, 401, 404, 503),
+    response_headers=[
+        ResponseHeader(
+            name="ETag", description="Send as If-None-Match for a 304", documentation_only=True
+        )
+    ],
+)
+async def get_task(
+    request: Request[Any, Any, Any],
+    task_id: FromPath[str],
+    identity: NamedDependency[Identity],
+    resources: NamedDependency[Resources],
+) -> Response[TaskEnvelope]:
+    async with resources.pool.acquire() as con:
+        row = await _owned_task(con, _task_id(task_id), identity.user_id)
+    task = tasks.task_json(tasks.task_message(row))
+    etag = _etag(task)
+    headers = {"ETag": etag, "Cache-Control": "private, no-cache"}
+    if etag in {tag.strip() for tag in request.headers.get("if-none-match", "").split(",")}:
+        return Response(None, status_code=304, headers=headers)  # type: ignore[arg-type]
+    return Response({"task": task}, headers=headers)
+
+
+def _encode_cursor(created_at: datetime, task_id: str) -> str:
+    raw = json.dumps([created_at.isoformat(), task_id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        created_at, task_id = json.loads(raw)
+        return datetime.fromisoformat(created_at), str(uuid.UUID(task_id))
+    except (binascii.Error, ValueError, TypeError) as exc:
+        raise ProblemError(422, "invalid_cursor", "The cursor is not one this API issued.") from exc
+
+
+@get("/v1/tasks", responses=problem_responses(400, 401, 422, 503))
+async def list_tasks(
+    identity: NamedDependency[Identity],
+    resources: NamedDependency[Resources],
+    limit: Annotated[str | None, QueryParameter(description="1 to 100, default 20")] = None,
+    cursor: Annotated[
+        str | None, QueryParameter(description="next_cursor of the last page")
+    ] = None,
+) -> TaskPage:
+    raw_limit = limit if limit is not None else str(DEFAULT_PAGE_SIZE)
+    # isdigit alone lets through digits int() refuses ("²") or reads (Arabic-Indic).
+    valid = raw_limit.isascii() and raw_limit.isdigit() and len(raw_limit) <= 3
+    if not valid or not 1 <= int(raw_limit) <= MAX_PAGE_SIZE:
+        raise ProblemError(422, "invalid_limit", f"`limit` must be 1 to {MAX_PAGE_SIZE}.")
+    page_size = int(raw_limit)
+    after = _decode_cursor(cursor) if cursor else None
+    async with resources.pool.acquire() as con:
+        rows = await con.fetch(
+            """SELECT * FROM media.tasks
+               WHERE user_id = $1
+                 AND ($2::timestamptz IS NULL OR (created_at, id) < ($2, $3::uuid))
+               ORDER BY created_at DESC, id DESC LIMIT $4""",
+            identity.user_id,
+            after[0] if after else None,
+            after[1] if after else None,
+            page_size + 1,
+        )
+    page = rows[:page_size]
+    next_cursor = (
+        _encode_cursor(page[-1]["created_at"], str(page[-1]["id"]))
+        if len(rows) > page_size
+        else None
+    )
+    return {
+        "items": [tasks.task_json(tasks.task_message(row)) for row in page],
+        "next_cursor": next_cursor,
+    }
+
+
+@post(
+    "/v1/tasks/{task_id:str}/cancel",
+    status_code=202,
+    responses=problem_responses(400, 401, 403, 404, 409, 503),
+)
+async def cancel_task(
+    task_id: FromPath[str],
+    identity: NamedDependency[Identity],
+    resources: NamedDependency[Resources],
+) -> TaskEnvelope:
+    task_id = _task_id(task_id)
+    async with resources.pool.acquire() as con, con.transaction():
+        await _owned_task(con, task_id, identity.user_id)
+        # A running task's worker sees the change at its next progress update and stops.
+        row = await tasks.transition(con, resources.topology, task_id, tasks.CANCELED)
+    if row is None:
+        raise ProblemError(409, "task_finished", "The task has already finished.")
+    log.info("task.canceled", task_id=task_id)
+    return {"task": tasks.task_json(tasks.task_message(row))}
+
+
+@get(
+    "/v1/tasks/{task_id:str}/download",
+    status_code=302,
+    responses=problem_responses(400, 401, 404, 409, 503),
+)
+async def download(
+    task_id: FromPath[str],
+    identity: NamedDependency[Identity],
+    resources: NamedDependency[Resources],
+) -> Redirect:
+    async with resources.pool.acquire() as con:
+        row = await _owned_task(con, _task_id(task_id), identity.user_id)
+    if row["status"] != tasks.SUCCEEDED or not row["object_key"]:
+        raise ProblemError(409, "task_not_ready", f"The task is {row['status']}, not succeeded.")
+    url = await resources.s3_public.generate_presigned_url(
+        "get_object",
+        Params={
+            "Bucket": resources.settings.s3_bucket,
+            "Key": row["object_key"],
+            "ResponseContentDisposition": f'attachment; filename="{row["id"]}"',
+        },
+        ExpiresIn=resources.settings.download_url_ttl_seconds,
+    )
+    return Redirect(path=url, status_code=302, headers={"Cache-Control": "no-store"})

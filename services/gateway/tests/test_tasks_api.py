@@ -1,0 +1,379 @@
+from __future__ import annotations
+
+import asyncpg
+import httpx
+
+from mediaflow_libs.contracts import Job
+
+# The task object of API.md, field for field.
+TASK_FIELDS = {
+    "id",
+    "status",
+    "progress",
+    "bytes_done",
+    "bytes_total",
+    "source_url",
+    "attempt",
+    "error",
+    "result",
+    "created_at",
+    "updated_at",
+}
+
+
+def problem_code(response) -> str:  # type: ignore[no-untyped-def]
+    assert response.headers["content-type"].startswith("application/problem+json"), response.text
+    return str(response.json()["code"])
+
+
+async def test_me_grants_signup_credits_once(gateway: httpx.AsyncClient, sign_up) -> None:  # type: ignore[no-untyped-def]
+    user = await sign_up()
+    first = await gateway.get("/v1/me", headers=user.cookie)
+    second = await gateway.get("/v1/me", headers=user.cookie)
+    assert first.status_code == 200
+    assert first.json()["user"]["id"] == user.id
+    assert first.json()["credits"] == second.json()["credits"] == {"balance": 10}
+
+
+async def test_protected_routes_answer_401_with_the_reason(gateway: httpx.AsyncClient) -> None:
+    missing = await gateway.get("/v1/me")
+    assert missing.status_code == 401
+    assert problem_code(missing) == "session_missing"
+    forged = await gateway.get("/v1/tasks", headers={"cookie": "mf_session=" + "A" * 43})
+    assert forged.status_code == 401
+    assert problem_code(forged) == "session_invalid"
+
+
+async def test_auth_down_is_503_never_401(infra, sign_up) -> None:  # type: ignore[no-untyped-def]
+    from conftest import serving, stack
+    from mediaflow_gateway.app import create_app
+    from mediaflow_gateway.settings import GatewaySettings
+
+    user = await sign_up()
+    dead_auth = f"http://127.0.0.1:{stack.free_port()}"
+    settings = GatewaySettings(**infra.settings_kwargs(auth_internal_url=dead_auth))
+    async with serving(create_app(settings)) as url, httpx.AsyncClient(base_url=url) as client:
+        response = await client.get("/v1/me", headers=user.cookie)
+    assert response.status_code == 503
+    assert problem_code(response) == "auth_unavailable"
+    assert int(response.headers["retry-after"]) > 0
+
+
+async def test_submit_charges_and_writes_task_event_and_job_in_one_go(
+    gateway: httpx.AsyncClient,
+    sign_up,
+    db_pool: asyncpg.Pool,  # type: ignore[no-untyped-def]
+) -> None:
+    user = await sign_up()
+    response = await gateway.post(
+        "/v1/tasks", json={"url": "https://media.example/video.mp4"}, headers=user.cookie
+    )
+    assert response.status_code == 202, response.text
+    task = response.json()["task"]
+    assert response.headers["location"] == f"/v1/tasks/{task['id']}"
+    assert task["status"] == "queued"
+    assert task["source_url"] == "https://media.example/video.mp4"
+    assert set(task) == TASK_FIELDS
+    me = await gateway.get("/v1/me", headers=user.cookie)
+    assert me.json()["credits"]["balance"] == 9
+    async with db_pool.acquire() as con:
+        events = await con.fetch(
+            "SELECT status FROM media.task_events WHERE task_id = $1", task["id"]
+        )
+        ledger = await con.fetch(
+            "SELECT delta, reason FROM media.credit_ledger WHERE task_id = $1", task["id"]
+        )
+    assert [e["status"] for e in events] == ["queued"]
+    assert [(row["delta"], row["reason"]) for row in ledger] == [(-1, "charge")]
+
+
+async def test_submitted_job_reaches_the_jobs_queue(
+    gateway: httpx.AsyncClient, sign_up, infra
+) -> None:  # type: ignore[no-untyped-def]
+    import asyncio
+
+    import aio_pika
+
+    from mediaflow_libs.amqp import Topology
+
+    user = await sign_up()
+    response = await gateway.post(
+        "/v1/tasks", json={"url": "https://media.example/a.webm"}, headers=user.cookie
+    )
+    task_id = response.json()["task"]["id"]
+    connection = await aio_pika.connect_robust(infra.amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.get_queue(Topology(infra.amqp_namespace).jobs_queue)
+        found = None
+        for _ in range(100):
+            message = await queue.get(fail=False)
+            if message is not None:
+                await message.ack()
+                job = Job.FromString(message.body)
+                if job.task_id == task_id:
+                    found = job
+                    break
+            else:
+                await asyncio.sleep(0.05)
+    assert found is not None, "the outbox relay never published the job"
+    assert found.user_id == user.id
+    assert found.source_url == "https://media.example/a.webm"
+
+
+async def test_submit_refuses_bad_input_and_changes_nothing(
+    gateway: httpx.AsyncClient, sign_up
+) -> None:  # type: ignore[no-untyped-def]
+    user = await sign_up()
+    cases = [
+        ({"url": "ftp://media.example/x"}, 422, "invalid_url"),
+        ({"url": "https://user:pw@media.example/x"}, 422, "invalid_url"),
+        ({"url": "https:///nohost"}, 422, "invalid_url"),
+        ({"url": "https://media.example/" + "a" * 2048}, 422, "invalid_url"),
+        ({"url": 7}, 422, "invalid_url"),
+        ({}, 422, "invalid_url"),
+    ]
+    for body, status, code in cases:
+        response = await gateway.post("/v1/tasks", json=body, headers=user.cookie)
+        assert (response.status_code, problem_code(response)) == (status, code), body
+    bad_json = await gateway.post(
+        "/v1/tasks", content=b"[1,", headers={**user.cookie, "content-type": "application/json"}
+    )
+    assert bad_json.status_code == 400
+    assert problem_code(bad_json) == "invalid_json"
+    huge = await gateway.post(
+        "/v1/tasks", content=b'{"url": "' + b"a" * 70000 + b'"}', headers=user.cookie
+    )
+    assert huge.status_code == 413
+    assert problem_code(huge) == "payload_too_large"
+    listing = await gateway.get("/v1/tasks", headers=user.cookie)
+    assert listing.json()["items"] == []
+    me = await gateway.get("/v1/me", headers=user.cookie)
+    assert me.json()["credits"]["balance"] == 10
+
+
+async def test_insufficient_credits_is_402_and_balance_never_negative(
+    gateway: httpx.AsyncClient,
+    sign_up,  # type: ignore[no-untyped-def]
+) -> None:
+    user = await sign_up()
+    statuses = []
+    for i in range(12):
+        response = await gateway.post(
+            "/v1/tasks", json={"url": f"https://media.example/{i}.mp4"}, headers=user.cookie
+        )
+        statuses.append(response.status_code)
+    assert statuses.count(202) == 10
+    assert statuses[10:] == [402, 402]
+    me = await gateway.get("/v1/me", headers=user.cookie)
+    assert me.json()["credits"]["balance"] == 0
+
+
+async def test_task_reads_are_owner_only_with_etag(gateway: httpx.AsyncClient, sign_up) -> None:  # type: ignore[no-untyped-def]
+    owner, other = await sign_up(), await sign_up()
+    created = await gateway.post(
+        "/v1/tasks", json={"url": "https://media.example/v.mp4"}, headers=owner.cookie
+    )
+    task_id = created.json()["task"]["id"]
+    mine = await gateway.get(f"/v1/tasks/{task_id}", headers=owner.cookie)
+    assert mine.status_code == 200
+    assert mine.json()["task"]["id"] == task_id
+    etag = mine.headers["etag"]
+    again = await gateway.get(
+        f"/v1/tasks/{task_id}", headers={**owner.cookie, "if-none-match": etag}
+    )
+    assert again.status_code == 304
+    for path in (f"/v1/tasks/{task_id}", f"/v1/tasks/{task_id}/download"):
+        theirs = await gateway.get(path, headers=other.cookie)
+        assert theirs.status_code == 404
+        assert problem_code(theirs) == "task_not_found"
+    cancel = await gateway.post(f"/v1/tasks/{task_id}/cancel", headers=other.cookie)
+    assert cancel.status_code == 404
+    garbage = await gateway.get("/v1/tasks/not-a-uuid", headers=owner.cookie)
+    assert garbage.status_code == 404
+    assert problem_code(garbage) == "task_not_found"
+    not_ready = await gateway.get(f"/v1/tasks/{task_id}/download", headers=owner.cookie)
+    assert not_ready.status_code == 409
+    assert problem_code(not_ready) == "task_not_ready"
+
+
+async def test_list_pages_newest_first_with_opaque_cursors(
+    gateway: httpx.AsyncClient, sign_up
+) -> None:  # type: ignore[no-untyped-def]
+    user = await sign_up()
+    created = []
+    for i in range(5):
+        response = await gateway.post(
+            "/v1/tasks", json={"url": f"https://media.example/{i}.mp4"}, headers=user.cookie
+        )
+        created.append(response.json()["task"]["id"])
+    seen: list[str] = []
+    cursor = None
+    while True:
+        params = {"limit": "2"} | ({"cursor": cursor} if cursor else {})
+        page = await gateway.get("/v1/tasks", params=params, headers=user.cookie)
+        assert page.status_code == 200
+        seen += [item["id"] for item in page.json()["items"]]
+        cursor = page.json()["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == list(reversed(created))
+    bad = await gateway.get("/v1/tasks", params={"cursor": "!!!"}, headers=user.cookie)
+    assert bad.status_code == 422
+    assert problem_code(bad) == "invalid_cursor"
+
+
+async def test_cancel_queued_task_refunds_once(
+    gateway: httpx.AsyncClient, sign_up, db_pool
+) -> None:  # type: ignore[no-untyped-def]
+    user = await sign_up()
+    created = await gateway.post(
+        "/v1/tasks", json={"url": "https://media.example/c.mp4"}, headers=user.cookie
+    )
+    task_id = created.json()["task"]["id"]
+    canceled = await gateway.post(f"/v1/tasks/{task_id}/cancel", headers=user.cookie)
+    assert canceled.status_code == 202
+    assert canceled.json()["task"]["status"] == "canceled"
+    again = await gateway.post(f"/v1/tasks/{task_id}/cancel", headers=user.cookie)
+    assert again.status_code == 409
+    assert problem_code(again) == "task_finished"
+    me = await gateway.get("/v1/me", headers=user.cookie)
+    assert me.json()["credits"]["balance"] == 10
+    async with db_pool.acquire() as con:
+        refunds = await con.fetchval(
+            "SELECT count(*) FROM media.credit_ledger WHERE task_id = $1 AND reason = 'refund'",
+            task_id,
+        )
+    assert refunds == 1
+
+
+async def test_idempotency_key_returns_the_same_task_and_charges_once(
+    gateway: httpx.AsyncClient, sign_up
+) -> None:  # type: ignore[no-untyped-def]
+    import asyncio
+
+    user = await sign_up()
+    headers = {**user.cookie, "idempotency-key": "order-42"}
+    body = {"url": "https://media.example/once.mp4"}
+    responses = await asyncio.gather(
+        *(gateway.post("/v1/tasks", json=body, headers=headers) for _ in range(5))
+    )
+    assert {r.status_code for r in responses} == {202}
+    assert len({r.json()["task"]["id"] for r in responses}) == 1
+    conflict = await gateway.post(
+        "/v1/tasks", json={"url": "https://media.example/other.mp4"}, headers=headers
+    )
+    assert conflict.status_code == 409
+    assert problem_code(conflict) == "idempotency_conflict"
+    bad_key = await gateway.post(
+        "/v1/tasks", json=body, headers={**user.cookie, "idempotency-key": "a b"}
+    )
+    assert bad_key.status_code == 422
+    assert problem_code(bad_key) == "invalid_idempotency_key"
+    me = await gateway.get("/v1/me", headers=user.cookie)
+    assert me.json()["credits"]["balance"] == 9
+
+
+async def test_fifty_parallel_submits_with_ten_credits(
+    gateway: httpx.AsyncClient, sign_up, db_pool
+) -> None:  # type: ignore[no-untyped-def]
+    import asyncio
+
+    user = await sign_up()
+    responses = await asyncio.gather(
+        *(
+            gateway.post(
+                "/v1/tasks", json={"url": f"https://media.example/p{i}.mp4"}, headers=user.cookie
+            )
+            for i in range(50)
+        )
+    )
+    statuses = [r.status_code for r in responses]
+    assert statuses.count(202) == 10 and statuses.count(402) == 40, statuses
+    assert all(problem_code(r) == "insufficient_credits" for r in responses if r.status_code == 402)
+    me = await gateway.get("/v1/me", headers=user.cookie)
+    assert me.json()["credits"]["balance"] == 0
+    async with db_pool.acquire() as con:
+        charges = await con.fetchval(
+            "SELECT count(*) FROM media.credit_ledger WHERE user_id = $1 AND reason = 'charge'",
+            user.id,
+        )
+        tasks = await con.fetchval("SELECT count(*) FROM media.tasks WHERE user_id = $1", user.id)
+    assert charges == tasks == 10
+
+
+async def test_submits_are_rate_limited_per_user(infra, auth_url: str, sign_up) -> None:  # type: ignore[no-untyped-def]
+    from conftest import serving
+    from mediaflow_gateway.app import create_app
+    from mediaflow_gateway.settings import GatewaySettings
+
+    user, other = await sign_up(), await sign_up()
+    settings = GatewaySettings(
+        **infra.settings_kwargs(
+            auth_internal_url=auth_url, task_submits_per_minute=3, signup_credits=100
+        )
+    )
+    async with serving(create_app(settings)) as url, httpx.AsyncClient(base_url=url) as client:
+        statuses = [
+            (
+                await client.post(
+                    "/v1/tasks", json={"url": f"https://m.example/{i}"}, headers=user.cookie
+                )
+            ).status_code
+            for i in range(4)
+        ]
+        limited = await client.post(
+            "/v1/tasks", json={"url": "https://m.example/x"}, headers=user.cookie
+        )
+        others = await client.post(
+            "/v1/tasks", json={"url": "https://m.example/y"}, headers=other.cookie
+        )
+    assert statuses == [202, 202, 202, 429]
+    assert problem_code(limited) == "rate_limited"
+    assert 0 < int(limited.headers["retry-after"]) <= 60
+    assert others.status_code == 202
+
+
+async def test_openapi_schema_describes_the_public_routes(gateway: httpx.AsyncClient) -> None:
+    response = await gateway.get("/v1/openapi.json")
+    assert response.status_code == 200
+    schema = response.json()
+    assert set(schema["paths"]) >= {
+        "/v1/me",
+        "/v1/tasks",
+        "/v1/tasks/{task_id}",
+        "/v1/tasks/{task_id}/cancel",
+        "/v1/tasks/{task_id}/download",
+    }
+    submit = schema["paths"]["/v1/tasks"]["post"]
+    assert submit["requestBody"]["content"]["application/json"]["schema"]["required"] == ["url"]
+    assert {"202", "400", "401", "402", "409", "413", "422", "429", "503"} <= set(
+        submit["responses"]
+    )
+    problem = submit["responses"]["402"]["content"]["application/problem+json"]["schema"]
+    assert problem == {"$ref": "#/components/schemas/Problem"}
+    task = schema["components"]["schemas"]["Task"]
+    assert set(task["required"]) == TASK_FIELDS
+
+
+async def test_unknown_routes_and_methods_are_problems_with_a_request_id(
+    gateway: httpx.AsyncClient,
+) -> None:
+    # No route matches, so the request-context middleware never ran: the problem still
+    # carries an id (the ingress's when valid), and is never Litestar's HTML page.
+    for method, path in [
+        ("GET", "/v1/nonsense"),
+        ("GET", "/v1/openapi"),
+        ("GET", "/v1/openapi/openapi.json"),
+        ("GET", "/v1/openapi/swagger"),
+        ("GET", "/v1/tasks/a/b/c"),
+        ("PUT", "/v1/tasks"),
+    ]:
+        response = await gateway.request(method, path, headers={"X-Request-ID": "ingress-1"})
+        assert response.status_code in (404, 405), f"{method} {path}: {response.text}"
+        code = problem_code(response)
+        assert code == {404: "not_found", 405: "method_not_allowed"}[response.status_code]
+        assert response.json()["request_id"] == "ingress-1", f"{method} {path}"
+    anonymous = await gateway.get("/v1/nonsense", headers={"X-Request-ID": "<script>"})
+    assert problem_code(anonymous) == "not_found"
+    assert anonymous.json()["request_id"] not in ("", None, "<script>")

@@ -1,0 +1,142 @@
+"""Stored results by source: a task for a source stored before, whose object still exists,
+completes by a server-side copy instead of a download.
+
+The cache key is the normalised source URL (scheme and host in lower case, default port and
+fragment dropped); entries are written in the transaction that records a downloaded result
+and stand in for a new download for ``CACHE_TTL_SECONDS`` from then.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import structlog
+from yarl import URL
+
+from mediaflow_worker.storage import storage_call
+from mediaflow_worker.stream import StreamResult
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class CachedResult:
+    object_key: str
+    result: StreamResult
+
+
+def source_key(url: str) -> str:
+    """``HTTP://Example.COM:80/a?b#c`` → ``http://example.com/a?b``: spellings of one URL
+    share one entry; path and query stay as they are (servers may tell them apart)."""
+    parsed = URL(url)
+    # yarl lower-cases scheme and host and drops a default port on its own.
+    return str(parsed.with_fragment(None))
+
+
+async def lookup(con: asyncpg.Connection, key: str, ttl_seconds: float) -> CachedResult | None:
+    row = await con.fetchrow(
+        """SELECT object_key, size, sha256, content_type FROM media.source_cache
+           WHERE source_key = $1 AND stored_at > now() - make_interval(secs => $2)""",
+        key,
+        ttl_seconds,
+    )
+    if row is None:
+        return None
+    return CachedResult(
+        row["object_key"], StreamResult(row["size"], row["sha256"], row["content_type"])
+    )
+
+
+async def remember(
+    con: asyncpg.Connection, key: str, object_key: str, result: StreamResult
+) -> None:
+    await con.execute(
+        """INSERT INTO media.source_cache (source_key, object_key, size, sha256, content_type)
+           VALUES ($1, $2, $3, $4, $5)
+           ON CONFLICT (source_key) DO UPDATE SET object_key = EXCLUDED.object_key,
+               size = EXCLUDED.size, sha256 = EXCLUDED.sha256,
+               content_type = EXCLUDED.content_type, stored_at = now()""",
+        key,
+        object_key,
+        result.size,
+        result.sha256,
+        result.content_type,
+    )
+
+
+async def forget(con: asyncpg.Connection, key: str, object_key: str) -> None:
+    """Drop the entry, unless it has meanwhile been replaced by a newer result."""
+    await con.execute(
+        "DELETE FROM media.source_cache WHERE source_key = $1 AND object_key = $2",
+        key,
+        object_key,
+    )
+
+
+async def still_stored(s3: Any, bucket: str, cached: CachedResult) -> bool:
+    """Whether the cached object exists as it was recorded (size and hash)."""
+    try:
+        head = await s3.head_object(Bucket=bucket, Key=cached.object_key)
+    except Exception:
+        # Missing, or the store cannot say: either way a download is the safe answer.
+        return False
+    metadata = head.get("Metadata", {})
+    return bool(
+        head.get("ContentLength") == cached.result.size
+        and metadata.get("sha256") == cached.result.sha256
+    )
+
+
+async def copy_stored(
+    s3: Any, bucket: str, source: str, target: str, size: int, part_bytes: int
+) -> None:
+    """Copy object ``source`` to ``target`` inside the store: one ``copy_object`` up to
+    ``part_bytes``, a multipart ``upload_part_copy`` beyond (S3 copies at most 5 GiB per
+    request). Metadata (content type, sha256) comes along; a failed copy leaves nothing."""
+    copy_source = {"Bucket": bucket, "Key": source}
+    if size <= part_bytes:
+        await storage_call(s3.copy_object, Bucket=bucket, Key=target, CopySource=copy_source)
+        return
+    head = await storage_call(s3.head_object, Bucket=bucket, Key=source)
+    upload = await storage_call(
+        s3.create_multipart_upload,
+        Bucket=bucket,
+        Key=target,
+        ContentType=head.get("ContentType", "application/octet-stream"),
+        Metadata=head.get("Metadata", {}),
+    )
+    upload_id = upload["UploadId"]
+    try:
+        parts = []
+        for number, start in enumerate(range(0, size, part_bytes), start=1):
+            end = min(start + part_bytes, size) - 1
+            copied = await storage_call(
+                s3.upload_part_copy,
+                Bucket=bucket,
+                Key=target,
+                UploadId=upload_id,
+                PartNumber=number,
+                CopySource=copy_source,
+                CopySourceRange=f"bytes={start}-{end}",
+            )
+            parts.append({"PartNumber": number, "ETag": copied["CopyPartResult"]["ETag"]})
+        await storage_call(
+            s3.complete_multipart_upload,
+            Bucket=bucket,
+            Key=target,
+            UploadId=upload_id,
+            MultipartUpload={"Parts": parts},
+        )
+    except BaseException:
+        await asyncio.shield(_abort_quietly(s3, bucket, target, upload_id))
+        raise
+
+
+async def _abort_quietly(s3: Any, bucket: str, key: str, upload_id: str) -> None:
+    try:
+        await s3.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+    except Exception as exc:
+        log.warning("cache.abort_failed", key=key, error=repr(exc))

@@ -1,0 +1,191 @@
+"""The worker process: consume jobs, serve health and metrics, relay the outbox, reap
+stale tasks.
+
+``main()`` opens the resources in order (database, broker, storage, HTTP client), serves
+``/healthz``, ``/readyz`` and ``/metrics``, and consumes the jobs queue. On SIGTERM or
+SIGINT it stops consuming, lets in-flight jobs finish (up to SHUTDOWN_GRACE_SECONDS; the
+rest give their task back and go back to the queue, their uploads aborted), then closes
+everything in reverse order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import signal
+import sys
+from contextlib import AsyncExitStack
+
+import structlog
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
+from pydantic import ValidationError
+
+from mediaflow_libs.amqp import Topology, declare_topology, open_connection
+from mediaflow_libs.db import open_pool
+from mediaflow_libs.logging import configure_logging
+from mediaflow_libs.outbox import OutboxRelay
+from mediaflow_libs.telemetry import configure_tracing
+from mediaflow_worker import memory
+from mediaflow_worker.fetch import open_http
+from mediaflow_worker.objectstore import open_object_store
+from mediaflow_worker.probes import ReadinessCheck, probe_app, serve_probes
+from mediaflow_worker.processor import Resources, handle_delivery, reap_stale_tasks
+from mediaflow_worker.resolve import Resolvers
+from mediaflow_worker.settings import WorkerSettings
+
+log = structlog.get_logger(__name__)
+
+
+def readiness_checks(resources: Resources) -> list[ReadinessCheck]:
+    async def database() -> None:
+        async with resources.pool.acquire(timeout=2) as con:
+            await con.fetchval("SELECT 1")
+
+    async def broker() -> None:
+        if resources.amqp.is_closed:
+            raise ConnectionError("the RabbitMQ connection is closed")
+
+    async def storage() -> None:
+        await resources.s3.head_bucket(Bucket=resources.settings.s3_bucket)
+
+    return [database, broker, storage]
+
+
+class JobConsumer:
+    """Hands deliveries to the processor, each in a task of its own, and drains them on stop.
+
+    The jobs run outside aio-pika's delivery tasks so that a broker reconnect does not
+    cancel a half-done transfer; the semaphore keeps the prefetch bound even when a
+    reconnected channel delivers again while old jobs still run.
+    """
+
+    def __init__(self, resources: Resources, channel: AbstractChannel) -> None:
+        self._resources = resources
+        self._channel = channel
+        self._slots = asyncio.Semaphore(resources.settings.worker_prefetch)
+        self._jobs: set[asyncio.Task[None]] = set()
+        self._queue: AbstractQueue | None = None
+        self._tag: str | None = None
+        self._stopping = False
+
+    async def start(self) -> None:
+        self._queue = await self._channel.get_queue(self._resources.topology.jobs_queue)
+        self._tag = await self._queue.consume(self._on_message)
+
+    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        if self._stopping:
+            # Delivered just before the cancel took effect: hand it back to another worker now
+            # rather than when our channel closes.
+            await message.nack(requeue=True)
+            return
+        job = asyncio.create_task(self._run(message))
+        self._jobs.add(job)
+        job.add_done_callback(self._jobs.discard)
+
+    async def _run(self, message: AbstractIncomingMessage) -> None:
+        async with self._slots:
+            await handle_delivery(message, self._resources)
+
+    async def stop(self, grace_seconds: float) -> None:
+        self._stopping = True
+        if self._queue is not None and self._tag is not None:
+            await self._queue.cancel(self._tag)
+        if not self._jobs:
+            return
+        log.info("worker.draining", jobs=len(self._jobs), grace_seconds=grace_seconds)
+        _, unfinished = await asyncio.wait(set(self._jobs), timeout=grace_seconds)
+        for job in unfinished:
+            job.cancel()  # the upload is aborted; the unacked delivery goes back to the queue
+        if unfinished:
+            log.warning("worker.jobs_cancelled", jobs=len(unfinished))
+            await asyncio.wait(unfinished)
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+async def _reap_forever(resources: Resources) -> None:
+    interval = resources.settings.reaper_interval_seconds
+    # The first pass comes at a random point of the first interval: replicas that start
+    # together spread out, and a worker that lives shorter than the interval (a crash loop,
+    # a quick scale-down) still takes its turn instead of never reaping at all.
+    delay = random.uniform(0, interval)
+    while True:
+        await asyncio.sleep(delay)
+        delay = interval
+        try:
+            await reap_stale_tasks(resources)
+        except Exception as exc:
+            log.warning("worker.reaper_failed", error=repr(exc))
+
+
+async def run(
+    settings: WorkerSettings, stop: asyncio.Event, resolvers: Resolvers | None = None
+) -> None:
+    """Run the worker until ``stop`` is set (by a signal, or by a test); ``resolvers``
+    replaces the default page resolvers (to add site-specific ones)."""
+    topology = Topology(settings.amqp_namespace)
+    async with AsyncExitStack() as stack:
+        pool = await stack.enter_async_context(
+            open_pool(settings.database_url, settings.database_pool_size)
+        )
+        amqp = await stack.enter_async_context(
+            open_connection(settings.amqp_url, "mediaflow-worker")
+        )
+        channel = await amqp.channel()
+        stack.push_async_callback(channel.close)
+        await declare_topology(channel, topology)
+        await channel.set_qos(prefetch_count=settings.worker_prefetch)
+        s3 = await stack.enter_async_context(open_object_store(settings))
+        await s3.ensure_bucket(settings.s3_bucket)
+        http = await stack.enter_async_context(open_http(settings.egress_allow_networks))
+        publisher = await amqp.channel(publisher_confirms=True, on_return_raises=True)
+        stack.push_async_callback(publisher.close)
+        resources = Resources(
+            settings, topology, pool, amqp, s3, http, publisher, resolvers or Resolvers()
+        )
+
+        # It publishes the task events our transitions write (and anyone else's rows).
+        relay = asyncio.create_task(OutboxRelay(pool, amqp).run(), name="outbox-relay")
+        stack.push_async_callback(_cancel, relay)
+        reaper = asyncio.create_task(_reap_forever(resources), name="reaper")
+        stack.push_async_callback(_cancel, reaper)
+
+        app = probe_app(readiness_checks(resources), settings)
+        await stack.enter_async_context(serve_probes(app, settings.host, settings.port))
+        # What starting up allocated and dropped goes back to the system before jobs come.
+        memory.release_free_memory()
+
+        consumer = JobConsumer(resources, channel)
+        await consumer.start()
+        log.info("worker.started", port=settings.port, prefetch=settings.worker_prefetch)
+        await stop.wait()
+        log.info("worker.stopping")
+        await consumer.stop(settings.shutdown_grace_seconds)
+    log.info("worker.stopped")
+
+
+async def _serve_until_signalled(settings: WorkerSettings) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await run(settings, stop)
+
+
+def main() -> None:
+    memory.tune_allocator()  # first: before any thread or large allocation exists
+    try:
+        settings = WorkerSettings()  # type: ignore[call-arg]  # required fields come from the environment
+    except ValidationError as exc:
+        sys.stderr.write(f"mediaflow-worker: invalid configuration\n{exc}\n")
+        sys.exit(2)
+    configure_logging("worker", settings.log_level, settings.log_format)
+    configure_tracing("worker")
+    asyncio.run(_serve_until_signalled(settings))
+
+
+if __name__ == "__main__":
+    main()

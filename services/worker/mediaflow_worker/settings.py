@@ -1,0 +1,193 @@
+"""The worker's settings, read once from the environment at start."""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Network, IPv6Network
+from typing import Self
+
+from pydantic import Field, field_validator, model_validator
+
+from mediaflow_libs.amqp import RETRY_DELAYS_MS
+from mediaflow_libs.settings import MIB, S3Settings, ServiceSettings
+from mediaflow_worker.egress import parse_cidrs
+
+# S3 refuses parts below 5 MiB (except the last one), and copies at most 5 GiB per request;
+# our uploads use parts of at least 8 MiB (issue 5).
+MIN_PART_BYTES = 5 * MIB
+MIN_UPLOAD_PART_BYTES = 8 * MIB
+MAX_COPY_BYTES = 5 * 1024 * MIB
+
+
+class WorkerSettings(ServiceSettings, S3Settings):
+    port: int = Field(8104, description="The worker's HTTP port (/healthz, /readyz, /metrics)")
+    worker_prefetch: int = Field(
+        2, ge=1, description="Jobs one worker process handles at the same time"
+    )
+    upload_part_bytes: int = Field(
+        MIN_UPLOAD_PART_BYTES,
+        description=(
+            "Size of one multipart upload part, at least 8 MiB (grown per job so no upload "
+            "exceeds 10,000 parts). A source of known length passes through (a job holds about "
+            "1 MiB whatever this is); one of unknown length is buffered (a job holds up to "
+            "this x UPLOAD_PARTS_IN_FLIGHT). Measured: bench/worker_rss.py, "
+            "bench/worker_throughput.py"
+        ),
+    )
+    upload_parts_in_flight: int = Field(
+        2,
+        ge=1,
+        le=4,
+        description=(
+            "Parts of one job in flight at the same time (being sent or filled, or awaiting "
+            "the store's answer), at most 4"
+        ),
+    )
+    max_media_bytes: int = Field(
+        4 * 1024 * MIB, ge=1, description="Largest media accepted, in bytes (MAX_MEDIA_BYTES)"
+    )
+    egress_allow_cidrs: str = Field(
+        "",
+        description=(
+            "Comma-separated CIDRs the worker may fetch from although they are private, "
+            "loopback or otherwise refused (EGRESS_ALLOW_CIDRS)"
+        ),
+    )
+    progress_interval_seconds: float = Field(
+        0.5, gt=0, description="Least time between two progress updates of one task"
+    )
+    fetch_connect_timeout_seconds: float = Field(
+        10, gt=0, description="Time allowed to connect to a media source"
+    )
+    fetch_read_timeout_seconds: float = Field(
+        30, gt=0, description="Longest silence allowed while reading a media source"
+    )
+    fetch_total_timeout_seconds: float = Field(
+        3600, gt=0, description="Longest a whole download may take, however steadily it trickles"
+    )
+    fetch_min_rate_bytes_per_second: float = Field(
+        16 * 1024,
+        ge=0,
+        description="A source slower than this on average (0: no minimum) fails source_timeout",
+    )
+    fetch_min_rate_window_seconds: float = Field(
+        30, gt=0, description="The window over which that minimum rate is measured"
+    )
+    fetch_max_redirects: int = Field(
+        5, ge=0, description="Redirects followed per source; each one is checked like the first URL"
+    )
+    retry_max_attempts: int = Field(
+        5,
+        ge=1,
+        description=(
+            "Attempts per task, the first included; a transient failure on the last one fails "
+            "the task (and a copy of its job goes to the dead-letter queue)"
+        ),
+    )
+    retry_base_delay_seconds: float = Field(
+        2.0,
+        gt=0,
+        description="Backoff before the second attempt; it doubles per attempt, with jitter",
+    )
+    retry_max_delay_seconds: float = Field(
+        600,
+        gt=0,
+        le=RETRY_DELAYS_MS[-1] / 1000,
+        description=(
+            "Longest backoff; a source whose Retry-After asks for more fails at once "
+            "instead of holding the task"
+        ),
+    )
+    lease_seconds: float = Field(
+        30,
+        gt=0,
+        description=(
+            "How long a task stays held by its worker after the last heartbeat: a dead "
+            "worker's task is taken over by another one after this"
+        ),
+    )
+    lease_heartbeat_seconds: float = Field(
+        1.0,
+        gt=0,
+        description=(
+            "How often a running job renews its lease and looks for a cancel (bounds how "
+            "late a cancel is noticed, even when the source stalls)"
+        ),
+    )
+    stale_task_seconds: float = Field(
+        300,
+        gt=0,
+        description=(
+            "A running task nobody has held for this long (its job message was lost, e.g. "
+            "dead-lettered while the database was down) is queued again, or failed after "
+            "its last attempt"
+        ),
+    )
+    reaper_interval_seconds: float = Field(
+        30, gt=0, description="How often each worker looks for such stale tasks"
+    )
+    resolve_max_pages: int = Field(
+        2,
+        ge=0,
+        description="HTML pages followed to the media they name (og:video, <video>, JSON-LD)",
+    )
+    resolve_max_page_bytes: int = Field(
+        2 * MIB, ge=1024, description="How much of an HTML page is read to find its media"
+    )
+    cache_enabled: bool = Field(
+        True,
+        description=(
+            "Complete a task whose source was stored before (and still is) by a server-side "
+            "copy of the stored object instead of downloading it again"
+        ),
+    )
+    cache_ttl_seconds: float = Field(
+        86400,
+        gt=0,
+        description="How long a downloaded result may stand in for a new download of its source",
+    )
+    copy_part_bytes: int = Field(
+        1024 * MIB,
+        ge=MIN_PART_BYTES,
+        le=MAX_COPY_BYTES,
+        description=(
+            "Stored objects larger than this are copied in parts of this size "
+            "(upload_part_copy); smaller ones in one copy_object"
+        ),
+    )
+    shutdown_grace_seconds: float = Field(
+        25,
+        ge=0,
+        description=(
+            "On SIGTERM, how long in-flight jobs may run on before they are cancelled "
+            "(their messages go back to the queue)"
+        ),
+    )
+
+    @field_validator("egress_allow_cidrs")
+    @classmethod
+    def _check_cidrs(cls, value: str) -> str:
+        parse_cidrs(value)  # raises ValueError naming the bad entry
+        return value
+
+    @field_validator("upload_part_bytes")
+    @classmethod
+    def _check_part_size(cls, value: int) -> int:
+        if value < MIN_UPLOAD_PART_BYTES:
+            raise ValueError(
+                f"UPLOAD_PART_BYTES must be at least {MIN_UPLOAD_PART_BYTES} (8 MiB); "
+                f"{value} is too small"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _check_lease(self) -> Self:
+        if self.lease_heartbeat_seconds * 2 > self.lease_seconds:
+            raise ValueError(
+                "LEASE_HEARTBEAT_SECONDS must be at most half of LEASE_SECONDS, or one late "
+                "heartbeat loses a live worker its task"
+            )
+        return self
+
+    @property
+    def egress_allow_networks(self) -> tuple[IPv4Network | IPv6Network, ...]:
+        return parse_cidrs(self.egress_allow_cidrs)

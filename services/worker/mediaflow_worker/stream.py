@@ -1,0 +1,308 @@
+"""Download and upload as one pipeline: chunks in, S3 multipart parts out.
+
+A source of known length (Content-Length) is passed through: every part's size is known
+before its first byte arrives, so each part's request starts with its length and takes the
+source's chunks as they come, through a queue of a few chunks; a job holds about 1 MiB
+whatever the part size. A source of unknown length is buffered: one part is filled while
+others upload, and filling a new part waits for a free slot, so a job holds at most
+``part_size * parts_in_flight``. Either way at most ``parts_in_flight`` parts are in flight
+(being sent or awaiting the store's answer), and the SHA-256 is computed as bytes pass.
+Whatever goes wrong, including cancellation, the multipart upload is aborted (or the
+finished object deleted), so no orphan parts stay behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from mediaflow_libs.settings import MIB
+from mediaflow_worker.errors import Retry, TaskFailure
+from mediaflow_worker.objectstore import Body, StreamedBody
+from mediaflow_worker.sniff import SNIFF_BYTES, sniff_media_type
+from mediaflow_worker.storage import storage_call
+
+log = structlog.get_logger(__name__)
+
+MAX_PARTS = 10_000  # S3's limit on parts per multipart upload
+# Chunks queued for a passed-through part: enough to keep its request busy while the source
+# is read, few enough to stay small (fetch reads chunks of 256 KiB).
+QUEUED_CHUNKS = 2
+
+ProgressCallback = Callable[[int], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class StreamResult:
+    size: int
+    sha256: str
+    content_type: str
+
+
+def next_part_size(base: int, budget: int, offset: int, parts_done: int) -> int:
+    """Size of the next part: ``base``, grown (in whole MiB) when ``budget`` bytes would not
+    fit in the parts left. ``budget`` is the source's known size, or the most we accept."""
+    parts_left = MAX_PARTS - parts_done
+    if parts_left <= 0:
+        raise TaskFailure("too_large", f"The media needs more than {MAX_PARTS} upload parts.")
+    needed = -(-(budget - offset) // parts_left)  # ceiling division
+    return max(base, -(-needed // MIB) * MIB)
+
+
+@dataclass
+class _MultipartUpload:
+    """One object's multipart upload; created once the first bytes are known to be media, so
+    a source refused for not being media never touches storage."""
+
+    s3: Any
+    bucket: str
+    key: str
+    upload_id: str | None = None
+    content_type: str = ""
+    completed: bool = False
+    etags: dict[int, str] = field(default_factory=dict)
+
+    async def start(self, content_type: str) -> None:
+        self.content_type = content_type
+        response = await storage_call(
+            self.s3.create_multipart_upload,
+            Bucket=self.bucket,
+            Key=self.key,
+            ContentType=content_type,
+        )
+        self.upload_id = response["UploadId"]
+
+    async def upload_part(self, number: int, data: Body, slots: asyncio.Semaphore) -> None:
+        try:
+            response = await storage_call(
+                self.s3.upload_part,
+                Bucket=self.bucket,
+                Key=self.key,
+                UploadId=self.upload_id,
+                PartNumber=number,
+                Body=data,
+            )
+        finally:
+            slots.release()
+        self.etags[number] = response["ETag"]
+
+    async def complete(self, content_type: str, sha256: str) -> None:
+        parts = [{"PartNumber": n, "ETag": self.etags[n]} for n in sorted(self.etags)]
+        await storage_call(
+            self.s3.complete_multipart_upload,
+            Bucket=self.bucket,
+            Key=self.key,
+            UploadId=self.upload_id,
+            MultipartUpload={"Parts": parts},
+        )
+        self.completed = True
+        # The hash is known only now; a self-copy that replaces the metadata is the one way
+        # S3 offers to set it afterwards (server-side, no data moves on SeaweedFS or AWS).
+        await storage_call(
+            self.s3.copy_object,
+            Bucket=self.bucket,
+            Key=self.key,
+            CopySource={"Bucket": self.bucket, "Key": self.key},
+            MetadataDirective="REPLACE",
+            ContentType=content_type,
+            Metadata={"sha256": sha256},
+        )
+
+    async def discard(self) -> None:
+        """Abort the upload, or delete the object once complete; never raises, so the
+        failure that brought us here is the one reported."""
+        try:
+            if self.completed:
+                await self.s3.delete_object(Bucket=self.bucket, Key=self.key)
+            elif self.upload_id is not None:
+                await self.s3.abort_multipart_upload(
+                    Bucket=self.bucket, Key=self.key, UploadId=self.upload_id
+                )
+        except Exception as exc:
+            log.warning(
+                "stream.discard_failed", key=self.key, upload_id=self.upload_id, error=repr(exc)
+            )
+
+
+class _BufferedPart:
+    """A part of a source of unknown length: kept until full (or the source ends), then sent
+    from memory, signed, and tried again by the store client when the store is busy."""
+
+    passed_through = False
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._buffer = _presized(size)
+
+    @property
+    def filled(self) -> int:
+        return self._buffer.tell()
+
+    async def add(self, view: memoryview) -> None:
+        self._buffer.write(view)
+
+    def body(self) -> Body:
+        # A file object, not bytes: sent piecewise as the socket drains, never copied whole.
+        self._buffer.truncate()
+        self._buffer.seek(0)
+        return self._buffer
+
+
+class _PassedPart:
+    """A part of a source of known length: its request carries its length from the start
+    and sends the source's chunks as they are added (a few queued at most)."""
+
+    passed_through = True
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.filled = 0
+        self._queue: asyncio.Queue[memoryview] = asyncio.Queue(QUEUED_CHUNKS)
+
+    async def add(self, view: memoryview) -> None:
+        await self._queue.put(view)
+        self.filled += len(view)
+
+    async def _pieces(self) -> AsyncIterator[memoryview]:
+        sent = 0
+        while sent < self.size:
+            piece = await self._queue.get()
+            sent += len(piece)
+            yield piece
+
+    def body(self) -> Body:
+        return StreamedBody(self._pieces(), self.size)
+
+
+def _presized(size: int) -> io.BytesIO:
+    """A buffer with ``size`` bytes allocated at once: growing it chunk by chunk reallocates
+    it dozens of times per part and fragments the heap (about 15 MiB more peak RSS in
+    ``bench/worker_rss.py``)."""
+    buffer = io.BytesIO()
+    buffer.seek(size - 1)
+    buffer.write(b"\0")
+    buffer.seek(0)
+    return buffer
+
+
+def _media_type(head: bytes) -> str:
+    content_type = sniff_media_type(head)
+    if content_type is None:
+        raise TaskFailure("not_media", "The source is not a video, audio or image file we accept.")
+    return content_type
+
+
+async def stream_to_s3(
+    chunks: AsyncIterator[bytes],
+    *,
+    s3: Any,
+    bucket: str,
+    key: str,
+    part_size: int,
+    parts_in_flight: int,
+    max_bytes: int,
+    on_progress: ProgressCallback,
+    expected_size: int | None = None,
+) -> StreamResult:
+    """Store ``chunks`` as the object ``key``; ``on_progress(bytes_so_far)`` runs after each
+    chunk. With ``expected_size`` (the source's announced length) parts are passed through,
+    without it buffered (see the module's doc). Raises :class:`TaskFailure` (``not_media``,
+    ``too_large``, ``storage_error``, ``source_unreachable`` when the source sends other than
+    ``expected_size`` bytes) or whatever ``chunks`` or ``on_progress`` raise, after
+    discarding the upload."""
+    upload = _MultipartUpload(s3, bucket, key)
+    budget = min(expected_size, max_bytes) if expected_size is not None else max_bytes
+    slots = asyncio.Semaphore(parts_in_flight)
+    digest = hashlib.sha256()
+    head = b""
+    held: list[bytes] = []  # chunks read before the media type is known
+    size = 0
+    parts = 0
+    fed = 0  # bytes handed to parts
+    part: _BufferedPart | _PassedPart | None = None
+    try:
+        try:
+            async with asyncio.TaskGroup() as uploads:
+
+                def send(sending: _BufferedPart | _PassedPart) -> None:
+                    uploads.create_task(upload.upload_part(parts, sending.body(), slots))
+
+                async def new_part() -> _BufferedPart | _PassedPart:
+                    nonlocal parts
+                    # Waiting for a free slot before taking more bytes is what bounds memory.
+                    await slots.acquire()
+                    if expected_size is not None and fed >= expected_size:
+                        raise _source_broke_off("more")
+                    target = next_part_size(part_size, budget, fed, parts)
+                    parts += 1
+                    if expected_size is None:
+                        return _BufferedPart(target)
+                    passed = _PassedPart(min(target, expected_size - fed))
+                    send(passed)
+                    return passed
+
+                async def feed(chunk: bytes) -> None:
+                    nonlocal part, fed
+                    view = memoryview(chunk)
+                    while view:
+                        if part is None:
+                            part = await new_part()
+                        taken = min(len(view), part.size - part.filled)
+                        await part.add(view[:taken])
+                        fed += taken
+                        view = view[taken:]
+                        if part.filled == part.size:
+                            if not part.passed_through:
+                                send(part)
+                            part = None
+
+                async def begin() -> None:
+                    """Start the upload as the sniffed type and pass on what was held."""
+                    await upload.start(_media_type(head))
+                    for early in held:
+                        await feed(early)
+                    held.clear()
+
+                async for chunk in chunks:
+                    size += len(chunk)
+                    if size > max_bytes:
+                        raise TaskFailure(
+                            "too_large", f"The media is larger than the limit of {max_bytes} bytes."
+                        )
+                    digest.update(chunk)
+                    if upload.upload_id is None:
+                        head += chunk[: SNIFF_BYTES - len(head)]
+                        held.append(chunk)
+                        if len(head) >= SNIFF_BYTES:
+                            await begin()
+                    else:
+                        await feed(chunk)
+                    await on_progress(size)
+                if upload.upload_id is None:
+                    # A short source (fewer bytes than SNIFF_BYTES) is sniffed as it is.
+                    await begin()
+                if part is not None:
+                    if part.passed_through:
+                        raise _source_broke_off("fewer")
+                    # The last, partly filled part; a source smaller than one part is just this.
+                    send(part)
+        except BaseExceptionGroup as errors:
+            # One job, one failure: the first is the cause, the others were cancelled by it.
+            raise errors.exceptions[0] from None
+        content_type = upload.content_type
+        sha256 = digest.hexdigest()
+        await upload.complete(content_type, sha256)
+    except BaseException:
+        await asyncio.shield(upload.discard())
+        raise
+    return StreamResult(size=size, sha256=sha256, content_type=content_type)
+
+
+def _source_broke_off(than: str) -> Retry:
+    return Retry("source_unreachable", f"The source sent {than} bytes than it announced.")

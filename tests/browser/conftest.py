@@ -1,0 +1,76 @@
+"""Fixtures of the browser tests: Debian's headless Chromium driven by Playwright, a slow
+media origin, and a second ingress whose ``/v1/events`` nginx refuses."""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+from playwright.async_api import BrowserContext, async_playwright
+
+from devstack import stack
+from tests.browser.ingress import BLOCK_EVENTS
+from tests.realtime.support import SlowOrigin
+
+CHROMIUM = "/usr/bin/chromium"
+# Headless flags for running as root on a machine without a display or network.
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+BYTES_PER_SECOND = 1024 * 1024
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[BrowserContext]:
+    """A fresh Chromium profile per test."""
+    async with async_playwright() as playwright:
+        with tempfile.TemporaryDirectory(prefix="chromium-") as profile:
+            context = await playwright.chromium.launch_persistent_context(
+                profile,
+                executable_path=CHROMIUM,
+                headless=True,  # Playwright adds --headless
+                args=CHROMIUM_FLAGS,
+                accept_downloads=True,
+            )
+            context.set_default_timeout(20_000)
+            try:
+                yield context
+            finally:
+                await context.close()
+
+
+@pytest.fixture(scope="session")
+def slow_origin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlowOrigin]:
+    with SlowOrigin(tmp_path_factory.mktemp("browser-origin"), BYTES_PER_SECOND) as origin:
+        yield origin
+
+
+@pytest.fixture(scope="module")
+def blocked_events_stack(
+    running_stack: stack.StackConfig, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[stack.StackConfig]:
+    """A second ingress on its own port whose ``/v1/events`` answers 503, with its own auth
+    and gateway so that PUBLIC_URL (cookies, the CSRF check) is this ingress's origin. The
+    worker and the notifier are the first stack's: same database and broker."""
+    config = dataclasses.replace(
+        running_stack,
+        run_dir=tmp_path_factory.mktemp("blocked-events"),
+        ingress_port=stack.free_port(),
+        ports={**running_stack.ports, "auth": stack.free_port(), "gateway": stack.free_port()},
+        events_extra_nginx=BLOCK_EVENTS,
+    )
+    try:
+        started = {service: stack.start_service(config, service) for service in ("auth", "gateway")}
+        for service, process in started.items():
+            stack.wait_healthy(config, service, process)
+        stack.start_nginx(config)
+        yield config
+    finally:
+        stack.down(config.run_dir, include_seaweedfs=False)

@@ -1,0 +1,37 @@
+"""A whole mediaflow stack (four service processes and nginx) on free ports, for tests
+that go through the ingress like a user."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from devstack import media, stack
+
+
+@pytest.fixture(scope="session")
+def running_stack(infra, tmp_path_factory: pytest.TempPathFactory) -> Iterator[stack.StackConfig]:  # type: ignore[no-untyped-def]
+    config = stack.StackConfig(
+        run_dir=tmp_path_factory.mktemp("stack"),
+        database=infra.database,
+        amqp_namespace=infra.amqp_namespace,
+        bucket=infra.bucket,
+        ingress_port=stack.free_port(),
+        ports={service: stack.free_port() for service in stack.SERVICES},
+        extra_env={"LOG_LEVEL": "info"},
+    )
+    try:
+        stack.up(config, data_dir=stack.REPO_ROOT / ".data")
+        yield config
+    finally:
+        stack.down(config.run_dir, include_seaweedfs=False)
+
+
+@pytest.fixture(scope="session")
+def origin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """A local media origin: (base URL, directory it serves)."""
+    directory = tmp_path_factory.mktemp("origin")
+    with media.LocalOrigin(directory) as server:
+        yield server.url, directory
