@@ -211,13 +211,22 @@ async def backend_pids(database_url: str, server_pid: int) -> list[int]:
     return [r["pid"] for r in rows if r["client_port"] in ports]
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    total = 0.0
+def cpu_seconds(pids: list[int]) -> tuple[float, float]:
+    """CPU seconds of the server process (the first pid) and of its PostgreSQL backends."""
+    spent = []
     for pid in pids:
         with contextlib.suppress(psutil.NoSuchProcess):
             times = psutil.Process(pid).cpu_times()
-            total += times.user + times.system
-    return total
+            spent.append(times.user + times.system)
+            continue
+        spent.append(0.0)
+    return spent[0], sum(spent[1:])
+
+
+def per_request(before: tuple[float, float], after: tuple[float, float], requests: int) -> str:
+    """CPU ms per request as ``server + database``."""
+    server, database = ((a - b) * 1000 / requests for a, b in zip(after, before, strict=True))
+    return f"{server:.2f} + {database:.2f}"
 
 
 @contextlib.contextmanager
@@ -299,7 +308,7 @@ def main() -> int:
     rounds: list[tuple[Load, Load, float]] = []  # bare, gateway, drain seconds
     # CPU seconds per request of the server process and its PostgreSQL backends (the
     # gateway's include the relay's work until the outbox is empty).
-    cpu: dict[str, list[float]] = {"bare": [], "gateway": []}
+    cpu: dict[str, list[str]] = {"bare": [], "gateway": []}
     try:
         asyncio.run(create_database_if_missing(config.database_url))
         asyncio.run(apply_migrations(config.database_url))
@@ -329,13 +338,15 @@ def main() -> int:
                 last = number == args.rounds - 1
                 before = cpu_seconds(watched["bare"])
                 bare_load = wrk(bare_url, cookies, args.connections, args.seconds, work)
-                cpu["bare"].append((cpu_seconds(watched["bare"]) - before) / bare_load.requests)
+                cpu["bare"].append(
+                    per_request(before, cpu_seconds(watched["bare"]), bare_load.requests)
+                )
                 before = cpu_seconds(watched["gateway"])
                 with profiled(gateway_pid, args.profile if last else None, args.seconds):
                     gateway_load = wrk(gateway_url, cookies, args.connections, args.seconds, work)
                 drain = asyncio.run(drain_seconds(config.database_url))
                 cpu["gateway"].append(
-                    (cpu_seconds(watched["gateway"]) - before) / gateway_load.requests
+                    per_request(before, cpu_seconds(watched["gateway"]), gateway_load.requests)
                 )
                 rounds.append((bare_load, gateway_load, drain))
         accepted, queued = asyncio.run(accepted_and_queued(config.database_url, topology))
@@ -368,7 +379,7 @@ def main() -> int:
         "gateway p99",
         "failed (bare / gw)",
         "outbox drained after",
-        "CPU ms/req (bare / gw)",
+        "CPU ms/req, server + db (bare / gw)",
     )
     rows = [
         (
@@ -380,7 +391,7 @@ def main() -> int:
             ms(g.p99_ms),
             f"{b.failed} / {g.failed}",
             f"{drain:.1f} s",
-            f"{cpu['bare'][n] * 1000:.2f} / {cpu['gateway'][n] * 1000:.2f}",
+            f"{cpu['bare'][n]} / {cpu['gateway'][n]}",
         )
         for n, (b, g, drain) in enumerate(rounds)
     ]

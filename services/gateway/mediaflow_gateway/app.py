@@ -31,6 +31,7 @@ from mediaflow_libs.sessions import (
     listen_for_revocations,
     require_identity,
 )
+from mediaflow_libs.telemetry import configure_tracing
 from mediaflow_libs.web import health_routes, request_context_middleware, serve
 
 
@@ -159,4 +160,5 @@ def create_app(settings: GatewaySettings | None = None) -> Litestar:
 def main() -> None:
     settings = GatewaySettings()
     configure_logging("gateway", settings.log_level, settings.log_format)
+    configure_tracing("gateway")
     serve("mediaflow_gateway.app:create_app", settings)

@@ -30,10 +30,11 @@ from litestar.openapi.spec import (
 )
 from litestar.params import FromPath, QueryParameter
 from litestar.response import Redirect
+from opentelemetry import trace
 from prometheus_client import Counter
 
 from mediaflow_gateway.resources import Resources
-from mediaflow_libs import credits, egress, tasks
+from mediaflow_libs import credits, egress, tasks, telemetry
 from mediaflow_libs.egress import Network
 from mediaflow_libs.problems import ProblemError
 from mediaflow_libs.schemas import Me, TaskEnvelope, TaskPage, problem_responses
@@ -41,6 +42,7 @@ from mediaflow_libs.sessions import Identity
 from mediaflow_libs.web import read_json_object, storable_text
 
 log = structlog.get_logger(__name__)
+tracer = trace.get_tracer("mediaflow.gateway")
 
 MAX_URL_LENGTH = 2048
 DEFAULT_PAGE_SIZE = 20
@@ -181,11 +183,21 @@ async def submit_task(
     identity: NamedDependency[Identity],
     resources: NamedDependency[Resources],
 ) -> Response[TaskEnvelope]:
-    try:
-        task, replayed = await _submit(request, identity, resources)
-    except ProblemError as problem:
-        TASKS_SUBMITTED.labels(problem.code).inc()
-        raise
+    # The job carries this span's context, so the worker's trace continues the request's
+    # (and the caller's, when it sent a W3C `traceparent`).
+    with tracer.start_as_current_span(
+        "POST /v1/tasks",
+        context=telemetry.extract_trace_context(request.headers),
+        kind=trace.SpanKind.SERVER,
+        attributes={"http.request.method": "POST", "http.route": "/v1/tasks"},
+    ):
+        if trace_id := telemetry.current_trace_id():
+            structlog.contextvars.bind_contextvars(trace_id=trace_id)
+        try:
+            task, replayed = await _submit(request, identity, resources)
+        except ProblemError as problem:
+            TASKS_SUBMITTED.labels(problem.code).inc()
+            raise
     TASKS_SUBMITTED.labels("replayed" if replayed else "accepted").inc()
     return Response(
         {"task": task}, status_code=202, headers={"Location": f"/v1/tasks/{task['id']}"}

@@ -97,8 +97,12 @@ async def test_submitted_job_reaches_the_jobs_queue(
     from mediaflow_libs.amqp import Topology
 
     user = await sign_up()
+    # A caller's W3C trace context: the job continues that trace, for the worker to pick up.
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
     response = await gateway.post(
-        "/v1/tasks", json={"url": "https://media.example/a.webm"}, headers=user.cookie
+        "/v1/tasks",
+        json={"url": "https://media.example/a.webm"},
+        headers={**user.cookie, "traceparent": f"00-{trace_id}-00f067aa0ba902b7-01"},
     )
     task_id = response.json()["task"]["id"]
     connection = await aio_pika.connect_robust(infra.amqp_url)
@@ -113,12 +117,16 @@ async def test_submitted_job_reaches_the_jobs_queue(
                 job = Job.FromString(message.body)
                 if job.task_id == task_id:
                     found = job
+                    headers = message.headers
                     break
             else:
                 await asyncio.sleep(0.05)
     assert found is not None, "the outbox relay never published the job"
     assert found.user_id == user.id
     assert found.source_url == "https://media.example/a.webm"
+    traceparent = headers["traceparent"]
+    assert isinstance(traceparent, str)
+    assert traceparent.split("-")[1] == trace_id, traceparent
 
 
 async def test_submit_refuses_bad_input_and_changes_nothing(
