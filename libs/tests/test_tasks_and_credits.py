@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import asyncpg
@@ -94,3 +95,53 @@ async def test_transition_outside_a_transaction_is_a_bug(
         _, task_id = await _new_task(con)
         with pytest.raises(RuntimeError):
             await tasks.transition(con, topology, task_id, "running")
+
+
+async def test_a_users_events_commit_in_the_order_of_their_ids(
+    db_pool: asyncpg.Pool, topology: Topology
+) -> None:
+    """SSE resumes with `Last-Event-ID` and replays `id > cursor`: an event of the user
+    committing after one with a higher id would never be replayed. So a second event of the
+    same user waits for the first one's commit; another user's does not."""
+    async with db_pool.acquire() as setup:
+        user_id, first = await _new_task(setup)
+        second = str(
+            await setup.fetchval(
+                """INSERT INTO media.tasks (user_id, source_url, cost)
+                   VALUES ($1, 'https://x.example/w', 1) RETURNING id""",
+                user_id,
+            )
+        )
+        _, someone_elses = await _new_task(setup)
+    async with db_pool.acquire() as early, db_pool.acquire() as late, db_pool.acquire() as other:
+        open_transaction = early.transaction()
+        await open_transaction.start()
+        try:
+            # The first event has its id, uncommitted.
+            assert await tasks.transition(early, topology, first, "running") is not None
+            async with other.transaction():
+                assert await tasks.transition(other, topology, someone_elses, "running")
+
+            async def second_event() -> None:
+                async with late.transaction():
+                    assert await tasks.transition(late, topology, second, "running")
+
+            pending = asyncio.create_task(second_event())
+            for _ in range(200):
+                assert not pending.done(), "an event committed past an earlier uncommitted one"
+                waiting = await other.fetchval(
+                    "SELECT wait_event FROM pg_stat_activity WHERE pid = $1",
+                    late.get_server_pid(),
+                )
+                if waiting == "advisory":
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                raise AssertionError("the second event never waited for the first one's commit")
+        finally:
+            await open_transaction.commit()
+        await pending
+        rows = await other.fetch(
+            "SELECT task_id FROM media.task_events WHERE user_id = $1 ORDER BY id", user_id
+        )
+    assert [str(row["task_id"]) for row in rows] == [first, second]
