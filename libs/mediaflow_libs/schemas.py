@@ -69,7 +69,7 @@ class Me(TypedDict):
 
 
 _DESCRIPTIONS = {
-    400: "The body is not valid JSON",
+    400: "Unreadable: a body that is not JSON (invalid_json) or a malformed request",
     401: "No valid session (session_missing, session_invalid, session_expired, session_revoked)",
     402: "Not enough credits",
     403: "Cross-origin cookie request (csrf_rejected)",

@@ -18,7 +18,7 @@ from litestar.handlers import BaseRouteHandler
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin
 
-from mediaflow_gateway import task_api, web_page
+from mediaflow_gateway import openapi, task_api, web_page
 from mediaflow_gateway.resources import Resources
 from mediaflow_gateway.settings import GatewaySettings
 from mediaflow_libs import amqp, db, s3
@@ -28,6 +28,7 @@ from mediaflow_libs.problems import exception_handlers
 from mediaflow_libs.sessions import (
     Identity,
     SessionClient,
+    cookie_name,
     listen_for_revocations,
     require_identity,
 )
@@ -49,11 +50,17 @@ async def _identity(
 
 
 @get("/v1/openapi.json", include_in_schema=False, media_type=OpenAPIMediaType.OPENAPI_JSON)
-async def openapi_schema(request: Request[Any, Any, Any]) -> Response[bytes]:
+async def openapi_schema(
+    request: Request[Any, Any, Any], resources: NamedDependency[Resources]
+) -> Response[bytes]:
     """The published schema (API.md's routes), from a plain route: Litestar's own schema
     router would claim every unknown path beside it and answer them with HTML."""
-    schema = JsonRenderPlugin().render_json(request, request.app.openapi_schema.to_schema())
-    return Response(schema, media_type=OpenAPIMediaType.OPENAPI_JSON)
+    schema = openapi.completed(
+        request.app.openapi_schema.to_schema(), cookie_name(resources.settings.public_url)
+    )
+    return Response(
+        JsonRenderPlugin().render_json(request, schema), media_type=OpenAPIMediaType.OPENAPI_JSON
+    )
 
 
 def _no_schema_router(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:

@@ -128,6 +128,13 @@ def _etag(task: dict[str, Any]) -> str:
     return f'"{digest}"'
 
 
+def _none_match(header: str, etag: str) -> bool:
+    """Whether ``If-None-Match`` matches the task (RFC 9110 §13.1.2): `*` (it exists), or
+    any listed tag compared weakly, `W/` ignored."""
+    tags = {tag.strip().removeprefix("W/") for tag in header.split(",")}
+    return "*" in tags or etag in tags
+
+
 @get("/v1/me", responses=problem_responses(400, 401, 503))
 async def me(identity: NamedDependency[Identity], resources: NamedDependency[Resources]) -> Me:
     async with resources.pool.acquire() as con, con.transaction():
@@ -137,14 +144,17 @@ async def me(identity: NamedDependency[Identity], resources: NamedDependency[Res
 
 
 def _idempotency_key(request: Request[Any, Any, Any]) -> str | None:
-    key = request.headers.get("idempotency-key")
-    if key is not None and not IDEMPOTENCY_KEY.match(key):
+    keys = request.headers.getall("idempotency-key", [])
+    if not keys:
+        return None
+    # Two keys would leave it to chance which one counts.
+    if len(keys) > 1 or not IDEMPOTENCY_KEY.match(keys[0]):
         raise ProblemError(
             422,
             "invalid_idempotency_key",
-            "Idempotency-Key must be 1 to 255 visible ASCII characters.",
+            "Send one Idempotency-Key of 1 to 255 visible ASCII characters.",
         )
-    return key
+    return keys[0]
 
 
 @dataclass
@@ -175,7 +185,12 @@ class _SubmitTaskOperation(Operation):
     operation_class=_SubmitTaskOperation,
     responses=problem_responses(400, 401, 402, 403, 409, 413, 422, 429, 503),
     response_headers=[
-        ResponseHeader(name="Location", description="The new task's URL", documentation_only=True)
+        ResponseHeader(
+            name="Location",
+            value="/v1/tasks/{id}",  # its type gives the header's schema: a string
+            description="The new task's URL",
+            documentation_only=True,
+        )
     ],
 )
 async def submit_task(
@@ -259,7 +274,10 @@ async def _submit(
     responses=problem_responses(400, 401, 404, 503),
     response_headers=[
         ResponseHeader(
-            name="ETag", description="Send as If-None-Match for a 304", documentation_only=True
+            name="ETag",
+            value='"<etag>"',  # its type gives the header's schema: a string
+            description="Send as If-None-Match for a 304",
+            documentation_only=True,
         )
     ],
 )
@@ -274,7 +292,7 @@ async def get_task(
     task = tasks.task_json(tasks.task_message(row))
     etag = _etag(task)
     headers = {"ETag": etag, "Cache-Control": "private, no-cache"}
-    if etag in {tag.strip() for tag in request.headers.get("if-none-match", "").split(",")}:
+    if _none_match(request.headers.get("if-none-match", ""), etag):
         return Response(None, status_code=304, headers=headers)  # type: ignore[arg-type]
     return Response({"task": task}, headers=headers)
 
@@ -297,7 +315,14 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
 async def list_tasks(
     identity: NamedDependency[Identity],
     resources: NamedDependency[Resources],
-    limit: Annotated[str | None, QueryParameter(description="1 to 100, default 20")] = None,
+    # Read as text so that a bad value gets API.md's `invalid_limit`; published as what it is.
+    limit: Annotated[
+        str | None,
+        QueryParameter(
+            description="1 to 100, default 20",
+            schema_extra={"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE},
+        ),
+    ] = None,
     cursor: Annotated[
         str | None, QueryParameter(description="next_cursor of the last page")
     ] = None,

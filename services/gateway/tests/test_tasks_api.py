@@ -191,6 +191,17 @@ async def test_task_reads_are_owner_only_with_etag(gateway: httpx.AsyncClient, s
         f"/v1/tasks/{task_id}", headers={**owner.cookie, "if-none-match": etag}
     )
     assert again.status_code == 304
+    assert again.headers["etag"] == etag
+    # RFC 9110: weak comparison, lists, and `*` for "any current copy".
+    for held in (f"W/{etag}", f'"stale", {etag}', "*"):
+        conditional = await gateway.get(
+            f"/v1/tasks/{task_id}", headers={**owner.cookie, "if-none-match": held}
+        )
+        assert conditional.status_code == 304, held
+    stale = await gateway.get(
+        f"/v1/tasks/{task_id}", headers={**owner.cookie, "if-none-match": 'W/"stale"'}
+    )
+    assert stale.status_code == 200
     for path in (f"/v1/tasks/{task_id}", f"/v1/tasks/{task_id}/download"):
         theirs = await gateway.get(path, headers=other.cookie)
         assert theirs.status_code == 404
@@ -278,6 +289,18 @@ async def test_idempotency_key_returns_the_same_task_and_charges_once(
     )
     assert bad_key.status_code == 422
     assert problem_code(bad_key) == "invalid_idempotency_key"
+    # Two keys: which one would count is left to chance, so neither does.
+    two_keys = await gateway.post(
+        "/v1/tasks",
+        json=body,
+        headers=[
+            ("cookie", user.cookie["cookie"]),
+            ("idempotency-key", "order-42"),
+            ("idempotency-key", "order-43"),
+        ],
+    )
+    assert two_keys.status_code == 422
+    assert problem_code(two_keys) == "invalid_idempotency_key"
     me = await gateway.get("/v1/me", headers=user.cookie)
     assert me.json()["credits"]["balance"] == 9
 
@@ -362,6 +385,34 @@ async def test_openapi_schema_describes_the_public_routes(gateway: httpx.AsyncCl
     assert problem == {"$ref": "#/components/schemas/Problem"}
     task = schema["components"]["schemas"]["Task"]
     assert set(task["required"]) == TASK_FIELDS
+
+
+async def test_openapi_schema_is_valid_and_documents_headers_and_credentials(
+    gateway: httpx.AsyncClient,
+) -> None:
+    from jsonschema import Draft202012Validator
+    from schemathesis.specs.openapi.definitions import OPENAPI_31
+
+    schema = (await gateway.get("/v1/openapi.json")).json()
+    errors = [error.message for error in Draft202012Validator(OPENAPI_31).iter_errors(schema)]
+    assert errors == []
+    paths = schema["paths"]
+    submit = paths["/v1/tasks"]["post"]
+    assert submit["responses"]["202"]["headers"]["Location"]["schema"]["type"] == "string"
+    assert "Retry-After" in submit["responses"]["429"]["headers"]
+    assert all(
+        "Retry-After" in operation["responses"]["503"]["headers"]
+        for item in paths.values()
+        for operation in item.values()
+        if "503" in operation.get("responses", {})
+    )
+    get_task = paths["/v1/tasks/{task_id}"]["get"]
+    assert "304" in get_task["responses"]
+    assert "If-None-Match" in {parameter["name"] for parameter in get_task["parameters"]}
+    (limit,) = [p for p in paths["/v1/tasks"]["get"]["parameters"] if p["name"] == "limit"]
+    assert (limit["schema"]["minimum"], limit["schema"]["maximum"]) == (1, 100)
+    assert set(schema["components"]["securitySchemes"]) == {"session", "apiKey"}
+    assert submit["security"] == [{"session": []}, {"apiKey": []}]
 
 
 async def test_unknown_routes_and_methods_are_problems_with_a_request_id(
