@@ -103,6 +103,28 @@ def host_name(host: str) -> str:
     return name
 
 
+_NUMERIC_LABEL = re.compile(r"^(?:[0-9]+|0x[0-9a-f]*)$")
+
+
+def is_well_formed_host_name(name: str) -> bool:
+    """Whether ``name`` (as :func:`host_name` returns it, and no address) can name a host:
+    labels of 1 to 63 characters that neither start nor end with a hyphen, ``xn--`` labels
+    that decode, at most 253 characters, and a last label that is no number (a URL parser
+    reads such a host as an IPv4 address, which this one is not)."""
+    labels = name.split(".")
+    if len(name) > 253 or _NUMERIC_LABEL.match(labels[-1]):
+        return False
+    for label in labels:
+        if not 1 <= len(label) <= 63 or label.startswith("-") or label.endswith("-"):
+            return False
+        if label.startswith("xn--"):
+            try:
+                label.encode("ascii").decode("idna")
+            except UnicodeError:
+                return False
+    return True
+
+
 def literal_address(host: str) -> Address | None:
     """The address a URL host spells literally, in any spelling a resolver would accept
     (``127.1``, ``0x7f.0.0.1``, ``2130706433``, ``[::ffff:127.0.0.1]``, ``10.0.0.1.``,

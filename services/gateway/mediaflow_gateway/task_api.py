@@ -98,6 +98,10 @@ def validated_source_url(value: object, allow: tuple[Network, ...] = ()) -> str:
             raise ProblemError(
                 422, "invalid_url", "`url` has a host name that is not valid."
             ) from exc
+        if not egress.is_well_formed_host_name(host):
+            raise ProblemError(422, "invalid_url", "`url` has a host name that is not valid.")
+    if port == 0:
+        raise ProblemError(422, "invalid_url", "`url` has port 0, which nothing listens on.")
     netloc = host if port is None else f"{host}:{port}"
     return urlunsplit((parts.scheme.lower(), netloc, parts.path or "/", parts.query, ""))
 

@@ -59,6 +59,9 @@ def test_allow_list_opens_a_range_but_not_metadata() -> None:
         ("https://media.example", "https://media.example/"),
         ("https://media.example:8443/a?b=c#frag", "https://media.example:8443/a?b=c"),
         ("http://8.8.8.8/v.mp4", "http://8.8.8.8/v.mp4"),
+        ("https://cdn_1.media.example/v.mp4", "https://cdn_1.media.example/v.mp4"),
+        ("https://a-b.xn--bcher-kva.example:1/v", "https://a-b.xn--bcher-kva.example:1/v"),
+        ("https://v.example.mp4/v", "https://v.example.mp4/v"),
     ],
 )
 def test_hosts_are_idna_normalised(url: str, normalised: str) -> None:
@@ -80,6 +83,18 @@ def test_hosts_are_idna_normalised(url: str, normalised: str) -> None:
         "https://\udfff/v.mp4",  # lone surrogates: no character, no URL
         "https://media.example.com/\ud800.mp4",
         "https://media..example.com/v.mp4",
+        # Hosts and ports that cannot name a source: refused before anything is charged.
+        "https://media.example:0/v.mp4",
+        "https://256.0.0.1/v.mp4",  # ends in a number, so an IPv4 address, and no valid one
+        "https://1.2.3.4.5/v.mp4",
+        "https://media.example.123/v.mp4",
+        "https://media.0x1f/v.mp4",
+        "https://xn--/v.mp4",  # punycode that does not decode
+        "https://xn--zz.example/v.mp4",
+        "https://-media.example/v.mp4",
+        "https://media-.example/v.mp4",
+        "https://" + "a" * 64 + ".example/v.mp4",
+        "https://" + "a." * 127 + "example/v.mp4",
     ],
 )
 def test_malformed_urls_are_invalid(url: str) -> None:
