@@ -12,7 +12,7 @@ from typing import Any
 
 import structlog
 import uvicorn
-from litestar import MediaType, Request, Response, get
+from litestar import Litestar, MediaType, Request, Response, get
 from litestar.handlers import BaseRouteHandler
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
@@ -72,6 +72,29 @@ def request_context_middleware(app: ASGIApp) -> ASGIApp:
                     )
 
     return middleware
+
+
+def answer_head_as_get(app: Litestar) -> Litestar:
+    """Answer ``HEAD`` on every ``GET`` route: the GET's status and headers, no body (RFC
+    9110 §9.3.2). Litestar routes a HEAD only to a handler declared for it, so the request
+    is turned into a GET before routing, around Litestar's own ASGI handler. Not for
+    endless streams (SSE): their body never ends."""
+    routed = app.asgi_handler
+
+    async def head_as_get(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await routed(scope, receive, send)
+            return
+
+        async def headers_only(message: Message) -> None:
+            if message["type"] == "http.response.body":
+                message = {**message, "body": b""}
+            await send(message)
+
+        await routed({**scope, "method": "GET"}, receive, headers_only)  # type: ignore[typeddict-item]
+
+    app.asgi_handler = head_as_get
+    return app
 
 
 def _route_template(scope: Scope) -> str:

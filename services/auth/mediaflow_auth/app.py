@@ -33,6 +33,7 @@ from mediaflow_libs.sessions import (
     presented_credential,
 )
 from mediaflow_libs.web import (
+    answer_head_as_get,
     health_routes,
     read_json_object,
     request_context_middleware,
@@ -355,25 +356,27 @@ def create_app(settings: AuthSettings | None = None) -> Litestar:
 
         return [database]
 
-    return Litestar(
-        route_handlers=[
-            sign_up,
-            sign_in,
-            sign_out,
-            current_session,
-            revoke_all_sessions,
-            create_api_key,
-            list_api_keys,
-            delete_api_key,
-            verify,
-            *health_routes(readiness, settings),
-        ],
-        lifespan=[resources],
-        dependencies={"resources": Provide(_resources, sync_to_thread=False)},
-        middleware=[request_context_middleware],
-        exception_handlers=exception_handlers,  # type: ignore[arg-type]
-        openapi_config=None,
-        debug=False,
+    return answer_head_as_get(
+        Litestar(
+            route_handlers=[
+                sign_up,
+                sign_in,
+                sign_out,
+                current_session,
+                revoke_all_sessions,
+                create_api_key,
+                list_api_keys,
+                delete_api_key,
+                verify,
+                *health_routes(readiness, settings),
+            ],
+            lifespan=[resources],
+            dependencies={"resources": Provide(_resources, sync_to_thread=False)},
+            middleware=[request_context_middleware],
+            exception_handlers=exception_handlers,  # type: ignore[arg-type]
+            openapi_config=None,
+            debug=False,
+        )
     )
 
 

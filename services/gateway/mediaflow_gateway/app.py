@@ -33,7 +33,12 @@ from mediaflow_libs.sessions import (
     require_identity,
 )
 from mediaflow_libs.telemetry import configure_tracing
-from mediaflow_libs.web import health_routes, request_context_middleware, serve
+from mediaflow_libs.web import (
+    answer_head_as_get,
+    health_routes,
+    request_context_middleware,
+    serve,
+)
 
 
 def _resources(state: State) -> Resources:
@@ -127,40 +132,42 @@ def create_app(settings: GatewaySettings | None = None) -> Litestar:
 
         return [database, broker]
 
-    return Litestar(
-        route_handlers=[
-            task_api.me,
-            task_api.submit_task,
-            task_api.get_task,
-            task_api.list_tasks,
-            task_api.cancel_task,
-            task_api.download,
-            openapi_schema,
-            *web_page.route_handlers,
-            *health_routes(readiness, settings),
-        ],
-        lifespan=[resources],
-        dependencies={
-            "resources": Provide(_resources, sync_to_thread=False),
-            "identity": Provide(_identity),
-        },
-        middleware=[request_context_middleware],
-        exception_handlers=exception_handlers,  # type: ignore[arg-type]
-        openapi_config=OpenAPIConfig(
-            title="mediaflow",
-            version="1",
-            description="Turn media links into stored files with live progress.",
-            # Litestar mounts a router for its schema pages whatever the configuration; each
-            # of its routes (a catch-all among them) answers a problem 404 instead.
-            openapi_router=Router(
-                "/v1/openapi",
-                route_handlers=[],
-                include_in_schema=False,
-                guards=[_no_schema_router],
+    return answer_head_as_get(
+        Litestar(
+            route_handlers=[
+                task_api.me,
+                task_api.submit_task,
+                task_api.get_task,
+                task_api.list_tasks,
+                task_api.cancel_task,
+                task_api.download,
+                openapi_schema,
+                *web_page.route_handlers,
+                *health_routes(readiness, settings),
+            ],
+            lifespan=[resources],
+            dependencies={
+                "resources": Provide(_resources, sync_to_thread=False),
+                "identity": Provide(_identity),
+            },
+            middleware=[request_context_middleware],
+            exception_handlers=exception_handlers,  # type: ignore[arg-type]
+            openapi_config=OpenAPIConfig(
+                title="mediaflow",
+                version="1",
+                description="Turn media links into stored files with live progress.",
+                # Litestar mounts a router for its schema pages whatever the configuration; each
+                # of its routes (a catch-all among them) answers a problem 404 instead.
+                openapi_router=Router(
+                    "/v1/openapi",
+                    route_handlers=[],
+                    include_in_schema=False,
+                    guards=[_no_schema_router],
+                ),
+                render_plugins=[JsonRenderPlugin()],
             ),
-            render_plugins=[JsonRenderPlugin()],
-        ),
-        debug=False,
+            debug=False,
+        )
     )
 
 

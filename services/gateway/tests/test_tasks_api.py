@@ -216,6 +216,24 @@ async def test_task_reads_are_owner_only_with_etag(gateway: httpx.AsyncClient, s
     assert problem_code(not_ready) == "task_not_ready"
 
 
+async def test_head_answers_like_get_without_a_body(gateway: httpx.AsyncClient, sign_up) -> None:  # type: ignore[no-untyped-def]
+    user = await sign_up()
+    created = await gateway.post(
+        "/v1/tasks", json={"url": "https://media.example/v.mp4"}, headers=user.cookie
+    )
+    task_id = created.json()["task"]["id"]
+    for path in (f"/v1/tasks/{task_id}", "/v1/me", "/v1/tasks", "/v1/openapi.json"):
+        got = await gateway.get(path, headers=user.cookie)
+        head = await gateway.head(path, headers=user.cookie)
+        assert (head.status_code, head.content) == (200, b""), path
+        assert head.headers.get("etag") == got.headers.get("etag"), path
+        assert head.headers["content-type"] == got.headers["content-type"], path
+    assert (await gateway.head(f"/v1/tasks/{task_id}")).status_code == 401
+    assert (
+        await gateway.head(f"/v1/tasks/{task_id}/cancel", headers=user.cookie)
+    ).status_code == 405
+
+
 async def test_list_pages_newest_first_with_opaque_cursors(
     gateway: httpx.AsyncClient, sign_up
 ) -> None:  # type: ignore[no-untyped-def]
