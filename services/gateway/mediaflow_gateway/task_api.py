@@ -38,7 +38,7 @@ from mediaflow_libs import credits, egress, tasks, telemetry
 from mediaflow_libs.egress import Network
 from mediaflow_libs.problems import ProblemError
 from mediaflow_libs.schemas import Me, TaskEnvelope, TaskPage, problem_responses
-from mediaflow_libs.sessions import Identity
+from mediaflow_libs.sessions import Identity, require_identity
 from mediaflow_libs.web import read_json_object, storable_text
 
 log = structlog.get_logger(__name__)
@@ -198,9 +198,7 @@ class _SubmitTaskOperation(Operation):
     ],
 )
 async def submit_task(
-    request: Request[Any, Any, Any],
-    identity: NamedDependency[Identity],
-    resources: NamedDependency[Resources],
+    request: Request[Any, Any, Any], resources: NamedDependency[Resources]
 ) -> Response[TaskEnvelope]:
     # The job carries this span's context, so the worker's trace continues the request's
     # (and the caller's, when it sent a W3C `traceparent`).
@@ -213,6 +211,11 @@ async def submit_task(
         if trace_id := telemetry.current_trace_id():
             structlog.contextvars.bind_contextvars(trace_id=trace_id)
         try:
+            # The session is checked here, not as a dependency, so that its refusals (401,
+            # 403 csrf_rejected, 503 auth_unavailable) are counted with the others.
+            identity = await require_identity(
+                request, resources.sessions, resources.settings.public_url
+            )
             task, replayed = await _submit(request, identity, resources)
         except ProblemError as problem:
             TASKS_SUBMITTED.labels(problem.code).inc()

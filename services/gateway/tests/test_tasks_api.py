@@ -454,3 +454,25 @@ async def test_unknown_routes_and_methods_are_problems_with_a_request_id(
     anonymous = await gateway.get("/v1/nonsense", headers={"X-Request-ID": "<script>"})
     assert problem_code(anonymous) == "not_found"
     assert anonymous.json()["request_id"] not in ("", None, "<script>")
+
+
+async def test_refused_submits_are_counted_by_reason(gateway: httpx.AsyncClient, sign_up) -> None:  # type: ignore[no-untyped-def]
+    from prometheus_client import REGISTRY
+
+    def count(outcome: str) -> float:
+        value = REGISTRY.get_sample_value("gateway_tasks_submitted_total", {"outcome": outcome})
+        return value or 0.0
+
+    user = await sign_up()
+    body = {"url": "https://media.example/v.mp4"}
+    before = {code: count(code) for code in ("session_missing", "csrf_rejected", "accepted")}
+    assert (await gateway.post("/v1/tasks", json=body)).status_code == 401
+    cross_site = {**user.cookie, "origin": "https://elsewhere.example"}
+    assert (await gateway.post("/v1/tasks", json=body, headers=cross_site)).status_code == 403
+    assert (await gateway.post("/v1/tasks", json=body, headers=user.cookie)).status_code == 202
+    after = {code: count(code) for code in before}
+    assert {code: after[code] - before[code] for code in before} == {
+        "session_missing": 1,
+        "csrf_rejected": 1,
+        "accepted": 1,
+    }
