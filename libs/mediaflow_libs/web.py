@@ -40,6 +40,7 @@ def request_context_middleware(app: ASGIApp) -> ASGIApp:
         if scope["type"] != "http":
             await app(scope, receive, send)
             return
+        method = scope["method"]  # as the client sent it (a HEAD may be routed as a GET)
         incoming = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
         request_id = valid_request_id(incoming) or uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
@@ -52,7 +53,7 @@ def request_context_middleware(app: ASGIApp) -> ASGIApp:
                 status = message["status"]
                 echoed = (b"x-request-id", request_id.encode())
                 message["headers"] = [*message.get("headers", []), echoed]
-                HTTP_DURATION.labels(_route_template(scope), scope["method"]).observe(
+                HTTP_DURATION.labels(_route_template(scope), method).observe(
                     time.perf_counter() - started
                 )
             await send(message)
@@ -61,11 +62,11 @@ def request_context_middleware(app: ASGIApp) -> ASGIApp:
             try:
                 await app(scope, receive, send_with_id)
             finally:
-                HTTP_REQUESTS.labels(_route_template(scope), scope["method"], str(status)).inc()
+                HTTP_REQUESTS.labels(_route_template(scope), method, str(status)).inc()
                 if scope["path"] not in _QUIET_PATHS:
                     log.info(
                         "http.request",
-                        method=scope["method"],
+                        method=method,
                         path=scope["path"],
                         status=status,
                         duration_ms=round((time.perf_counter() - started) * 1000, 1),
@@ -74,12 +75,21 @@ def request_context_middleware(app: ASGIApp) -> ASGIApp:
     return middleware
 
 
-def answer_head_as_get(app: Litestar) -> Litestar:
-    """Answer ``HEAD`` on every ``GET`` route: the GET's status and headers, no body (RFC
-    9110 §9.3.2). Litestar routes a HEAD only to a handler declared for it, so the request
-    is turned into a GET before routing, around Litestar's own ASGI handler. Not for
-    endless streams (SSE): their body never ends."""
+def around_routing(app: Litestar, *, answer_head: bool = True) -> Litestar:
+    """Wrap Litestar's routing (its ASGI handler), so that every request, one that matches
+    no route (404, 405) included, gets the request context: an id, a count, a log line.
+    With ``answer_head``, ``HEAD`` is answered on every ``GET`` route (RFC 9110 §9.3.2):
+    Litestar routes a HEAD only to a handler declared for it. Not for endless streams
+    (SSE), whose body never ends."""
     routed = app.asgi_handler
+    if answer_head:
+        routed = _head_as_get(routed)
+    app.asgi_handler = request_context_middleware(routed)
+    return app
+
+
+def _head_as_get(routed: ASGIApp) -> ASGIApp:
+    """A HEAD routed as a GET: the GET's status and headers, no body."""
 
     async def head_as_get(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "HEAD":
@@ -91,10 +101,11 @@ def answer_head_as_get(app: Litestar) -> Litestar:
                 message = {**message, "body": b""}
             await send(message)
 
-        await routed({**scope, "method": "GET"}, receive, headers_only)  # type: ignore[typeddict-item]
+        # In place: the request context reads the route Litestar puts into this scope.
+        scope["method"] = "GET"
+        await routed(scope, receive, headers_only)
 
-    app.asgi_handler = head_as_get
-    return app
+    return head_as_get
 
 
 def _route_template(scope: Scope) -> str:

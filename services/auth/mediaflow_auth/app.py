@@ -33,10 +33,9 @@ from mediaflow_libs.sessions import (
     presented_credential,
 )
 from mediaflow_libs.web import (
-    answer_head_as_get,
+    around_routing,
     health_routes,
     read_json_object,
-    request_context_middleware,
     serve,
     storable_text,
 )
@@ -356,7 +355,7 @@ def create_app(settings: AuthSettings | None = None) -> Litestar:
 
         return [database]
 
-    return answer_head_as_get(
+    return around_routing(
         Litestar(
             route_handlers=[
                 sign_up,
@@ -372,7 +371,6 @@ def create_app(settings: AuthSettings | None = None) -> Litestar:
             ],
             lifespan=[resources],
             dependencies={"resources": Provide(_resources, sync_to_thread=False)},
-            middleware=[request_context_middleware],
             exception_handlers=exception_handlers,  # type: ignore[arg-type]
             openapi_config=None,
             debug=False,

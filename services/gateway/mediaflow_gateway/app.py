@@ -34,9 +34,8 @@ from mediaflow_libs.sessions import (
 )
 from mediaflow_libs.telemetry import configure_tracing
 from mediaflow_libs.web import (
-    answer_head_as_get,
+    around_routing,
     health_routes,
-    request_context_middleware,
     serve,
 )
 
@@ -132,7 +131,7 @@ def create_app(settings: GatewaySettings | None = None) -> Litestar:
 
         return [database, broker]
 
-    return answer_head_as_get(
+    return around_routing(
         Litestar(
             route_handlers=[
                 task_api.me,
@@ -150,7 +149,6 @@ def create_app(settings: GatewaySettings | None = None) -> Litestar:
                 "resources": Provide(_resources, sync_to_thread=False),
                 "identity": Provide(_identity),
             },
-            middleware=[request_context_middleware],
             exception_handlers=exception_handlers,  # type: ignore[arg-type]
             openapi_config=OpenAPIConfig(
                 title="mediaflow",

@@ -436,8 +436,15 @@ async def test_openapi_schema_is_valid_and_documents_headers_and_credentials(
 async def test_unknown_routes_and_methods_are_problems_with_a_request_id(
     gateway: httpx.AsyncClient,
 ) -> None:
-    # No route matches, so the request-context middleware never ran: the problem still
-    # carries an id (the ingress's when valid), and is never Litestar's HTML page.
+    # No route matches: the problem still carries the request's id (the ingress's when
+    # valid), is never Litestar's HTML page, and is counted like any other request.
+    from prometheus_client import REGISTRY
+
+    def unmatched(method: str, status: int) -> float:
+        labels = {"route": "unmatched", "method": method, "status": str(status)}
+        return REGISTRY.get_sample_value("http_requests_total", labels) or 0.0
+
+    counted_before = unmatched("GET", 404), unmatched("PUT", 405)
     for method, path in [
         ("GET", "/v1/nonsense"),
         ("GET", "/v1/openapi"),
@@ -451,6 +458,12 @@ async def test_unknown_routes_and_methods_are_problems_with_a_request_id(
         code = problem_code(response)
         assert code == {404: "not_found", 405: "method_not_allowed"}[response.status_code]
         assert response.json()["request_id"] == "ingress-1", f"{method} {path}"
+        assert response.headers["x-request-id"] == "ingress-1", f"{method} {path}"
+    # (The /v1/openapi/… paths match Litestar's schema router, which refuses them.)
+    assert (unmatched("GET", 404), unmatched("PUT", 405)) == (
+        counted_before[0] + 2,
+        counted_before[1] + 1,
+    )
     anonymous = await gateway.get("/v1/nonsense", headers={"X-Request-ID": "<script>"})
     assert problem_code(anonymous) == "not_found"
     assert anonymous.json()["request_id"] not in ("", None, "<script>")

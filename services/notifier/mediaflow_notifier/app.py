@@ -19,7 +19,7 @@ from mediaflow_libs import amqp, db
 from mediaflow_libs.logging import configure_logging
 from mediaflow_libs.problems import exception_handlers
 from mediaflow_libs.sessions import SessionClient, listen_for_revocations
-from mediaflow_libs.web import ReadinessCheck, health_routes, request_context_middleware, serve
+from mediaflow_libs.web import ReadinessCheck, around_routing, health_routes, serve
 from mediaflow_notifier import sse
 from mediaflow_notifier.fanout import Fanout
 from mediaflow_notifier.heartbeat import Heartbeat
@@ -139,15 +139,17 @@ def create_app(settings: NotifierSettings | None = None) -> Litestar:
 
         return [database, broker]
 
-    return Litestar(
-        route_handlers=[sse.events, *health_routes(readiness, settings)],
-        lifespan=[database, broker, fanout, heartbeat, sessions, end_streams_on_stop_signal],
-        state=State({"resources": resources}),
-        dependencies={"resources": Provide(resources_of, sync_to_thread=False)},
-        middleware=[request_context_middleware],
-        exception_handlers=exception_handlers,  # type: ignore[arg-type]
-        openapi_config=None,
-        debug=False,
+    return around_routing(
+        Litestar(
+            route_handlers=[sse.events, *health_routes(readiness, settings)],
+            lifespan=[database, broker, fanout, heartbeat, sessions, end_streams_on_stop_signal],
+            state=State({"resources": resources}),
+            dependencies={"resources": Provide(resources_of, sync_to_thread=False)},
+            exception_handlers=exception_handlers,  # type: ignore[arg-type]
+            openapi_config=None,
+            debug=False,
+        ),
+        answer_head=False,  # /v1/events is an endless stream
     )
 
 
