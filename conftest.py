@@ -51,7 +51,8 @@ class Infra:
 def infra() -> Iterator[Infra]:
     stack.ensure_postgres()
     stack.ensure_rabbitmq()
-    stack.ensure_seaweedfs(
+    # Stopped at the end when this session started it (one `make run` started stays up).
+    started_seaweedfs = stack.ensure_seaweedfs(
         stack.REPO_ROOT / ".data" / "seaweedfs",
         stack.REPO_ROOT / ".run" / "logs",
         stack.local_secrets(),
@@ -72,6 +73,8 @@ def infra() -> Iterator[Infra]:
     )
     asyncio.run(_drop(name))
     asyncio.run(delete_topology(amqp_url, Topology(namespace)))
+    if started_seaweedfs:
+        stack.stop_seaweedfs()
 
 
 async def _create(url: str) -> None:

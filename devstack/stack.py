@@ -136,10 +136,11 @@ def ensure_rabbitmq() -> None:
     wait_until(lambda: port_open(5672), "RabbitMQ on 127.0.0.1:5672", timeout=90)
 
 
-def ensure_seaweedfs(data_dir: Path, log_dir: Path, creds: dict[str, str]) -> None:
-    """Start ``weed mini`` (S3 on 127.0.0.1:8333) unless one already answers."""
+def ensure_seaweedfs(data_dir: Path, log_dir: Path, creds: dict[str, str]) -> bool:
+    """Start ``weed mini`` (S3 on 127.0.0.1:8333) unless one already answers; whether this
+    call started it (and so whoever called it should stop it: :func:`stop_seaweedfs`)."""
     if port_open(S3_PORT):
-        return
+        return False
     data_dir.mkdir(parents=True, exist_ok=True)
     log_dir.mkdir(parents=True, exist_ok=True)
     env = os.environ | {
@@ -174,6 +175,11 @@ def ensure_seaweedfs(data_dir: Path, log_dir: Path, creds: dict[str, str]) -> No
             return False
 
     wait_until(s3_ready, "SeaweedFS S3 on 127.0.0.1:8333", timeout=90)
+    return True
+
+
+def stop_seaweedfs() -> None:
+    stop_pid_file(REPO_ROOT / ".run" / "seaweedfs.pid")
 
 
 def stop_rabbitmq_app() -> None:
@@ -371,4 +377,4 @@ def down(run_dir: Path, *, include_seaweedfs: bool = True) -> None:
     for service in SERVICES:
         stop_pid_file(run_dir / f"{service}.pid")
     if include_seaweedfs:
-        stop_pid_file(REPO_ROOT / ".run" / "seaweedfs.pid")
+        stop_seaweedfs()
