@@ -15,6 +15,7 @@ import uvicorn
 from litestar import Litestar, MediaType, Request, Response, get
 from litestar.handlers import BaseRouteHandler
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from litestar.utils.path import normalize_path
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 
 from mediaflow_libs.facts import configuration_facts
@@ -30,6 +31,10 @@ HTTP_DURATION = Histogram(
     "http_request_duration_seconds", "Time to the response's first byte", ["route", "method"]
 )
 _QUIET_PATHS = {"/healthz", "/readyz", "/metrics"}
+# Served on each service's own port, never through the ingress, which keeps them out by their
+# exact paths: no other spelling may reach them (Litestar would route `/metrics/` there).
+_OPERATOR_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/diagnostics"})
+_UNROUTABLE = "/_operator-endpoints-answer-on-their-exact-paths-only"
 
 
 def request_context_middleware(app: ASGIApp) -> ASGIApp:
@@ -81,11 +86,23 @@ def around_routing(app: Litestar, *, answer_head: bool = True) -> Litestar:
     With ``answer_head``, ``HEAD`` is answered on every ``GET`` route (RFC 9110 §9.3.2):
     Litestar routes a HEAD only to a handler declared for it. Not for endless streams
     (SSE), whose body never ends."""
-    routed = app.asgi_handler
+    routed = _operator_paths_exact(app.asgi_handler)
     if answer_head:
         routed = _head_as_get(routed)
     app.asgi_handler = request_context_middleware(routed)
     return app
+
+
+def _operator_paths_exact(routed: ASGIApp) -> ASGIApp:
+    """``/metrics/``, ``//metrics`` and the like get the 404 of any unknown path."""
+
+    async def exact(scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if path not in _OPERATOR_PATHS and normalize_path(path) in _OPERATOR_PATHS:
+            scope["path"] = _UNROUTABLE
+        await routed(scope, receive, send)
+
+    return exact
 
 
 def _head_as_get(routed: ASGIApp) -> ASGIApp:

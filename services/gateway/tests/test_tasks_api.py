@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncpg
 import httpx
+import pytest
 
 from mediaflow_libs.contracts import Job
 
@@ -489,3 +490,14 @@ async def test_refused_submits_are_counted_by_reason(gateway: httpx.AsyncClient,
         "csrf_rejected": 1,
         "accepted": 1,
     }
+
+
+@pytest.mark.parametrize("path", ["/metrics/", "/healthz/", "/readyz//", "/diagnostics/"])
+async def test_operator_endpoints_answer_on_their_exact_paths_only(
+    gateway: httpx.AsyncClient, path: str
+) -> None:
+    # The ingress keeps /metrics, /healthz, /readyz and /diagnostics out by exact path.
+    assert (await gateway.get("/metrics")).status_code == 200
+    other_spelling = await gateway.get(path)
+    assert other_spelling.status_code == 404, path
+    assert problem_code(other_spelling) == "not_found"

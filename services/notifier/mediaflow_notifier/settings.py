@@ -8,7 +8,7 @@ from mediaflow_libs.settings import ServiceSettings, SessionCheckSettings
 class NotifierSettings(ServiceSettings, SessionCheckSettings):
     port: int = Field(8103, description="notifier's HTTP port")
     sse_heartbeat_seconds: float = Field(
-        15.0,
+        10.0,  # a margin below API.md's 15: a ping may leave late on a busy event loop
         gt=0,
         le=15,
         description="Seconds between `: ping` comments on every stream (API.md: at most 15)",

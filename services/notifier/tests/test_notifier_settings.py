@@ -11,7 +11,7 @@ SECRET = "s" * 32
 def test_defaults() -> None:
     settings = NotifierSettings(service_secret=SECRET)
     assert settings.port == 8103
-    assert settings.sse_heartbeat_seconds == 15
+    assert settings.sse_heartbeat_seconds == 10  # a margin below API.md's 15
     assert settings.sse_retry_ms == 3000
     assert settings.sse_client_buffer == 256
 
