@@ -22,35 +22,40 @@ def _checked(table: str) -> str:
     return table
 
 
-async def seconds_until_allowed(
+async def take(
     con: asyncpg.Connection, table: str, limits: dict[str, int], window: int
 ) -> int | None:
-    """None while every subject is under its limit in the current window; otherwise the
-    seconds until that window ends (for ``Retry-After``)."""
+    """Count one attempt against every subject before it is made, so that attempts sent all
+    at once cannot each see room under the limit: None when every subject stays within its
+    limit; otherwise the seconds until the window ends (for ``Retry-After``), the attempt
+    not counted."""
     rows = await con.fetch(
-        f"""SELECT subject, hits,
-                   extract(epoch FROM {_WINDOW} + make_interval(secs => $2) - now()) AS remaining
-            FROM {_checked(table)}
-            WHERE subject = ANY($1::text[]) AND window_start = {_WINDOW}""",
-        list(limits),
-        window,
-    )
-    for row in rows:
-        if row["hits"] >= limits[row["subject"]]:
-            return max(1, math.ceil(row["remaining"]))
-    return None
-
-
-async def hit(con: asyncpg.Connection, table: str, subjects: list[str], window: int) -> None:
-    await con.execute(
         f"""INSERT INTO {_checked(table)} (subject, window_start, hits)
             SELECT unnest($1::text[]), {_WINDOW}, 1
-            ON CONFLICT (subject, window_start) DO UPDATE SET hits = {table}.hits + 1""",
-        subjects,
+            ON CONFLICT (subject, window_start) DO UPDATE SET hits = {table}.hits + 1
+            RETURNING subject, hits,
+                      extract(epoch FROM window_start + make_interval(secs => $2) - now())
+                          AS remaining""",
+        list(limits),
         window,
     )
     if random.random() < 0.01:  # old windows are pruned now and then, not on every request
         await con.execute(f"DELETE FROM {table} WHERE window_start < now() - interval '1 day'")
+    over = [row for row in rows if row["hits"] > limits[row["subject"]]]
+    if not over:
+        return None
+    await give_back(con, table, list(limits), window)
+    return max(1, math.ceil(max(row["remaining"] for row in over)))
+
+
+async def give_back(con: asyncpg.Connection, table: str, subjects: list[str], window: int) -> None:
+    """Uncount an attempt :func:`take` counted (one that did not fail after all)."""
+    await con.execute(
+        f"""UPDATE {_checked(table)} SET hits = hits - 1
+            WHERE subject = ANY($1::text[]) AND window_start = {_WINDOW} AND hits > 0""",
+        subjects,
+        window,
+    )
 
 
 async def reset(con: asyncpg.Connection, table: str, subject: str) -> None:

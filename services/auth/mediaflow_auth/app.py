@@ -171,7 +171,9 @@ async def sign_in(
         subjects[f"ip:{request.client.host}"] = settings.sign_in_max_failures_per_ip
     window = settings.sign_in_window_seconds
     async with resources.pool.acquire() as con:
-        wait = await ratelimit.seconds_until_allowed(con, SIGN_IN_FAILURES, subjects, window)
+        # Counted as a failure up front (and given back if it succeeds): attempts sent at
+        # once cannot each find room under the limit.
+        wait = await ratelimit.take(con, SIGN_IN_FAILURES, subjects, window)
         if wait is not None:
             log.info("auth.sign_in_refused", code="rate_limited")
             raise ProblemError(
@@ -187,12 +189,13 @@ async def sign_in(
         )
     stored_hash = user["password_hash"] if user else None
     if not await passwords.verify_password(stored_hash, password) or user is None:
-        async with resources.pool.acquire() as con:
-            await ratelimit.hit(con, SIGN_IN_FAILURES, list(subjects), window)
         log.info("auth.sign_in_refused", code="invalid_credentials")
         raise ProblemError(401, "invalid_credentials", "The email or password is wrong.")
     async with resources.pool.acquire() as con, con.transaction():
         await ratelimit.reset(con, SIGN_IN_FAILURES, account)
+        await ratelimit.give_back(
+            con, SIGN_IN_FAILURES, [s for s in subjects if s != account], window
+        )
         if passwords.needs_rehash(user["password_hash"]):
             await con.execute(
                 "UPDATE auth.users SET password_hash = $2 WHERE id = $1",

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import secrets
 
 import pytest
@@ -124,6 +125,18 @@ async def test_failed_sign_ins_are_rate_limited_per_account(auth_client: AsyncTe
         "/v1/auth/sign-in", json={"email": ghost, "password": "x" * 8}
     )
     assert ghost_limited.status_code == 429
+
+
+async def test_sign_ins_sent_at_once_cannot_pass_the_limit(auth_client: AsyncTestClient) -> None:
+    email, _, _ = await sign_up(auth_client)
+    answers = await asyncio.gather(
+        *(
+            auth_client.post("/v1/auth/sign-in", json={"email": email, "password": "wrong-pass"})
+            for _ in range(14)
+        )
+    )
+    statuses = sorted(answer.status_code for answer in answers)
+    assert statuses == [401] * 10 + [429] * 4
 
 
 async def test_no_secret_ever_reaches_the_logs(
