@@ -607,13 +607,77 @@ def _secret_refs(docs: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
     return refs
 
 
-def test_generated_secret_has_every_key(rendered: dict[str, list[dict[str, Any]]]) -> None:
-    docs = rendered["default"]
-    secret = one(docs, "Secret", RELEASE)
-    assert len(secret["stringData"]["service-secret"]) >= 32
-    for owner, name, key in _secret_refs(docs):
-        if name == RELEASE:
-            assert key in secret["stringData"], (owner, key)
+def _all_secret_refs(docs: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
+    """(owner, Secret, key) of every container env and KEDA TriggerAuthentication reference."""
+    refs = _secret_refs(docs)
+    for auth in of_kind(docs, "TriggerAuthentication"):
+        for ref in auth["spec"]["secretTargetRef"]:
+            refs.append((auth["metadata"]["name"], ref["name"], ref["key"]))
+    return refs
+
+
+@pytest.mark.parametrize("name", ALL_SETS)
+def test_generated_secret_has_every_key(
+    rendered: dict[str, list[dict[str, Any]]], name: str
+) -> None:
+    """Every key read from a Secret the chart makes is in that Secret."""
+    docs = rendered[name]
+    made = {s["metadata"]["name"]: s["stringData"] for s in of_kind(docs, "Secret")}
+    refs = _all_secret_refs(docs)
+    assert refs
+    if "existingSecret" in values_set(name).get("secrets", {}):
+        assert made == {}
+        return
+    assert len(made[RELEASE]["service-secret"]) >= 32
+    for owner, secret, key in refs:
+        assert secret in made, (owner, secret)
+        assert key in made[secret], (owner, secret, key)
+
+
+def test_a_component_database_url_lands_in_the_generated_secret(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    docs = rendered["everything"]
+    secret = one(docs, "Secret", RELEASE)["stringData"]
+    assert secret["auth-database-url"] == "postgresql://mediaflow_auth@postgresql:5432/mediaflow"
+    refs = {owner: key for owner, _, key in _secret_refs(docs) if key.endswith("database-url")}
+    assert refs[f"{RELEASE}-auth"] == "auth-database-url"
+    assert refs[f"{RELEASE}-gateway"] == "database-url"
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"auth": {"databaseUrlSecretKey": "auth-database-url"}}, "secrets.databaseUrls.auth"),
+        (
+            {"secrets": {"databaseUrls": {"worker": "postgresql://w@db/mediaflow"}}},
+            "worker.databaseUrlSecretKey is empty",
+        ),
+        (
+            {
+                "worker": {"databaseUrlSecretKey": "amqp-url"},
+                "secrets": {"databaseUrls": {"worker": "postgresql://w@db/mediaflow"}},
+            },
+            "already one of secrets.keys",
+        ),
+    ],
+)
+def test_component_database_url_without_its_value_fails(
+    chart: helm_python.Chart, values: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(helm_python.HelmRenderError, match=message):
+        render_raw(chart, values)
+
+
+def test_component_database_url_key_from_an_existing_secret(chart: helm_python.Chart) -> None:
+    docs = render(
+        chart,
+        {
+            "secrets": {"existingSecret": "mediaflow-credentials"},
+            "auth": {"databaseUrlSecretKey": "auth-database-url"},
+        },
+    )
+    assert ("mediaflow-auth", "mediaflow-credentials", "auth-database-url") in _secret_refs(docs)
 
 
 def test_existing_secret_replaces_the_generated_one(

@@ -131,6 +131,40 @@ address or localhost, which Ingress rules cannot carry.
 {{- if and .Values.ingress.enabled .Values.ingress.tls.enabled (not .Values.ingress.tls.secretName) }}
 {{- fail "mediaflow: ingress.tls.enabled needs ingress.tls.secretName." }}
 {{- end }}
+{{- if not .Values.secrets.existingSecret }}
+{{- $_ := include "mediaflow.componentDatabaseUrls" . }}
+{{- end }}
+{{- end }}
+
+{{/*
+The generated Secret's per-component DSNs as a dict (Secret key -> DSN), rendered as YAML.
+Fails when a component's databaseUrlSecretKey would name a key the Secret lacks.
+*/}}
+{{- define "mediaflow.componentDatabaseUrls" -}}
+{{- $shared := values .Values.secrets.keys | compact }}
+{{- $dsns := dict }}
+{{- range $c := splitList " " (include "mediaflow.components" .) }}
+{{- $key := (index $.Values $c).databaseUrlSecretKey }}
+{{- $dsn := index $.Values.secrets.databaseUrls $c }}
+{{- if and $key (not $dsn) }}
+{{- fail (printf "mediaflow: %s.databaseUrlSecretKey is %q, but the chart-made Secret holds that key only when secrets.databaseUrls.%s is set. Set secrets.databaseUrls.%s to %s's DSN, or name a Secret of yours holding the key in secrets.existingSecret." $c $key $c $c $c) }}
+{{- end }}
+{{- if and $dsn (not $key) }}
+{{- fail (printf "mediaflow: secrets.databaseUrls.%s is set but %s.databaseUrlSecretKey is empty: name the Secret key to store it under (e.g. %s-database-url)." $c $c $c) }}
+{{- end }}
+{{- if $key }}
+{{- if has $key $shared }}
+{{- fail (printf "mediaflow: %s.databaseUrlSecretKey %q is already one of secrets.keys; pick a key of its own." $c $key) }}
+{{- end }}
+{{- if and (hasKey $dsns $key) (ne (index $dsns $key) $dsn) }}
+{{- fail (printf "mediaflow: two components store different DSNs under Secret key %q; give each its own databaseUrlSecretKey." $key) }}
+{{- end }}
+{{- $_ := set $dsns $key $dsn }}
+{{- end }}
+{{- end }}
+{{- with $dsns }}
+{{- toYaml . }}
+{{- end }}
 {{- end }}
 
 {{/* Is the component's replica count owned by an autoscaler? */}}
