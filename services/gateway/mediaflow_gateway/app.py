@@ -32,6 +32,7 @@ from mediaflow_libs.sessions import (
     listen_for_revocations,
     require_identity,
 )
+from mediaflow_libs.tasks import Submitter
 from mediaflow_libs.telemetry import configure_tracing
 from mediaflow_libs.web import (
     around_routing,
@@ -94,12 +95,22 @@ def create_app(settings: GatewaySettings | None = None) -> Litestar:
                 service_secret=settings.service_secret.get_secret_value(),
             )
             stack.push_async_callback(sessions.aclose)
+            submitter = Submitter(
+                pool,
+                topology,
+                cost=settings.task_cost_credits,
+                signup_credits=settings.signup_credits,
+                submits_per_window=settings.task_submits_per_minute,
+                window_seconds=task_api.SUBMIT_WINDOW_SECONDS,
+            )
+            stack.push_async_callback(submitter.aclose)
             app.state.resources = Resources(
                 settings=settings,
                 topology=topology,
                 pool=pool,
                 amqp=connection,
                 sessions=sessions,
+                submitter=submitter,
                 s3_public=s3_public,
             )
             relay = OutboxRelay(

@@ -9,6 +9,7 @@ from aio_pika.abc import AbstractRobustConnection
 from mediaflow_gateway.settings import GatewaySettings
 from mediaflow_libs.amqp import Topology
 from mediaflow_libs.sessions import SessionClient
+from mediaflow_libs.tasks import Submitter
 
 
 @dataclass
@@ -18,4 +19,5 @@ class Resources:
     pool: asyncpg.Pool
     amqp: AbstractRobustConnection
     sessions: SessionClient
+    submitter: Submitter
     s3_public: Any  # aiobotocore S3 client signing for S3_PUBLIC_ENDPOINT_URL

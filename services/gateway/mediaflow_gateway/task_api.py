@@ -237,19 +237,12 @@ async def _submit(
     request_hash = (
         hashlib.sha256(json.dumps(body, sort_keys=True).encode()).digest() if key else None
     )
-    async with resources.pool.acquire() as con:
-        submission = await tasks.submit(
-            con,
-            resources.topology,
-            user_id=identity.user_id,
-            source_url=source_url,
-            cost=settings.task_cost_credits,
-            signup_credits=settings.signup_credits,
-            submits_per_window=settings.task_submits_per_minute,
-            window_seconds=SUBMIT_WINDOW_SECONDS,
-            idempotency_key=key,
-            request_hash=request_hash,
-        )
+    submission = await resources.submitter.submit(
+        user_id=identity.user_id,
+        source_url=source_url,
+        idempotency_key=key,
+        request_hash=request_hash,
+    )
     match submission.outcome:
         case "accepted" | "replayed":
             assert submission.task is not None

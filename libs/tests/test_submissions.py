@@ -1,0 +1,126 @@
+"""Task submissions written in batches: one transaction for those that arrive together, each
+with its own outcome."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import asyncpg
+import pytest
+
+from mediaflow_libs import credits, tasks
+from mediaflow_libs.amqp import Topology
+
+
+@pytest.fixture
+def topology(infra) -> Topology:  # type: ignore[no-untyped-def]
+    return Topology(infra.amqp_namespace)
+
+
+def _submitter(db_pool: asyncpg.Pool, topology: Topology) -> tasks.Submitter:
+    return tasks.Submitter(
+        db_pool, topology, cost=1, signup_credits=0, submits_per_window=100, window_seconds=60
+    )
+
+
+async def _user_with(db_pool: asyncpg.Pool, balance: int) -> str:
+    user_id = str(uuid.uuid4())
+    async with db_pool.acquire() as con:
+        await credits.ensure_account(con, user_id, balance)
+    return user_id
+
+
+def _batches_written() -> float:
+    (metric,) = tasks.SUBMISSION_BATCH_SIZE.collect()
+    return next(s.value for s in metric.samples if s.name.endswith("_count"))
+
+
+async def test_submissions_sent_together_share_transactions_but_not_outcomes(
+    db_pool: asyncpg.Pool, topology: Topology
+) -> None:
+    submitter = _submitter(db_pool, topology)
+    poor, rich = await _user_with(db_pool, 2), await _user_with(db_pool, 10)
+    batches_before = _batches_written()
+    answers = await asyncio.gather(
+        *(
+            submitter.submit(user_id=user, source_url=f"https://media.example/{n}.mp4")
+            for n in range(6)
+            for user in (poor, rich)
+        )
+    )
+    outcomes = {user: [] for user in (poor, rich)}  # type: dict[str, list[str]]
+    for n, answer in enumerate(answers):
+        outcomes[(poor, rich)[n % 2]].append(answer.outcome)
+    assert sorted(outcomes[poor]) == ["accepted"] * 2 + ["insufficient_credits"] * 4
+    assert outcomes[rich] == ["accepted"] * 6
+    # Twelve submissions, fewer transactions: the ones that waited went together.
+    assert _batches_written() - batches_before < 12
+    async with db_pool.acquire() as con:
+        assert await credits.balance(con, poor) == 0
+        assert await credits.balance(con, rich) == 4
+        written = await con.fetchval(
+            "SELECT count(*) FROM media.tasks WHERE user_id = ANY($1::uuid[])", [poor, rich]
+        )
+        jobs = await con.fetchval(
+            "SELECT count(*) FROM media.outbox WHERE mandatory AND routing_key = $1",
+            topology.job_routing_key(),
+        )
+    assert written == 8
+    assert jobs >= 8
+    accepted = [a.task for a in answers if a.outcome == "accepted"]
+    assert all(task is not None and task["status"] == "queued" for task in accepted)
+    await submitter.aclose()
+
+
+async def test_one_submission_the_database_refuses_does_not_fail_its_batch(
+    db_pool: asyncpg.Pool, topology: Topology
+) -> None:
+    submitter = _submitter(db_pool, topology)
+    user = await _user_with(db_pool, 10)
+    # PostgreSQL text cannot hold NUL (the gateway refuses it first; this is the last line).
+    urls = ["https://media.example/a.mp4", "https://media.example/\x00.mp4"]
+    urls += ["https://media.example/b.mp4", "https://media.example/c.mp4"]
+    answers = await asyncio.gather(
+        *(submitter.submit(user_id=user, source_url=url) for url in urls),
+        return_exceptions=True,
+    )
+    assert isinstance(answers[1], asyncpg.PostgresError)
+    assert [a.outcome for n, a in enumerate(answers) if n != 1] == ["accepted"] * 3  # type: ignore[union-attr]
+    async with db_pool.acquire() as con:
+        assert await credits.balance(con, user) == 7
+        stored = await con.fetch(
+            "SELECT source_url FROM media.tasks WHERE user_id = $1 ORDER BY source_url", user
+        )
+    assert [r["source_url"] for r in stored] == [u for n, u in enumerate(urls) if n != 1]
+    await submitter.aclose()
+
+
+async def test_a_replayed_idempotency_key_in_the_same_batch_gets_the_first_task(
+    db_pool: asyncpg.Pool, topology: Topology
+) -> None:
+    submitter = _submitter(db_pool, topology)
+    user = await _user_with(db_pool, 10)
+    same = {"idempotency_key": "k-1", "request_hash": b"body"}
+    answers = await asyncio.gather(
+        submitter.submit(user_id=user, source_url="https://media.example/a.mp4", **same),
+        submitter.submit(user_id=user, source_url="https://media.example/a.mp4", **same),
+        submitter.submit(
+            user_id=user,
+            source_url="https://media.example/b.mp4",
+            idempotency_key="k-1",
+            request_hash=b"other body",
+        ),
+    )
+    assert sorted(a.outcome for a in answers) == [
+        "accepted",
+        "idempotency_conflict",
+        "replayed",
+    ]
+    first = next(a for a in answers if a.outcome == "accepted")
+    replayed = next(a for a in answers if a.outcome == "replayed")
+    assert first.task is not None and replayed.task is not None
+    assert replayed.task["id"] == first.task["id"]
+    async with db_pool.acquire() as con:
+        assert await credits.balance(con, user) == 9
+    await submitter.aclose()
