@@ -813,6 +813,42 @@ def test_worker_egress_is_internet_but_not_cluster(
     assert of_kind(rendered["default"], "NetworkPolicy") == []
 
 
+@pytest.mark.parametrize("dependency", ["postgresql", "rabbitmq", "s3"])
+def test_worker_policy_refuses_an_unpinned_dependency(
+    chart: helm_python.Chart, dependency: str
+) -> None:
+    """An empty `to` would open the dependency's ports to every address in the cluster."""
+    values = values_set("everything")
+    values["networkPolicy"]["dependencies"][dependency]["to"] = []
+    with pytest.raises(
+        helm_python.HelmRenderError, match=rf"networkPolicy\.dependencies\.{dependency}\.to is empty"
+    ):
+        render_raw(chart, values)
+    with pytest.raises(helm_python.HelmRenderError, match="worker's NetworkPolicy"):
+        render_raw(chart, {"networkPolicy": {"enabled": True}})
+
+
+def _readme_production_values() -> dict[str, Any]:
+    text = (REPO / "deploy" / "README.md").read_text()
+    block = text.split("`values-production.yaml`", 1)[1].split("```yaml\n", 1)[1]
+    values: dict[str, Any] = yaml.safe_load(block.split("```", 1)[0])
+    return values
+
+
+def test_readme_production_values_pin_worker_egress(chart: helm_python.Chart) -> None:
+    values = _readme_production_values()
+    assert values["networkPolicy"]["enabled"] is True
+    docs = render(chart, values)
+    worker = _policy(docs, "worker")
+    assert all(rule.get("to") for rule in worker["spec"]["egress"])
+    # an "any address" block (external S3, the internet) leaves out the private ranges
+    private = {"0.0.0.0/0": "10.0.0.0/8", "::/0": "fc00::/7"}
+    blocks = [p["ipBlock"] for r in worker["spec"]["egress"] for p in r["to"] if "ipBlock" in p]
+    for block in blocks:
+        if block["cidr"] in private:
+            assert private[block["cidr"]] in block["except"], block
+
+
 def test_every_pod_has_a_network_policy(rendered: dict[str, list[dict[str, Any]]]) -> None:
     docs = rendered["everything"]
     policies = of_kind(docs, "NetworkPolicy")
