@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import importlib
 import json
+import re
 import shutil
 import subprocess
 import tomllib
@@ -1065,6 +1066,15 @@ def test_notes_render_for_every_values_set(chart: helm_python.Chart) -> None:
             assert 'Credentials come from Secret "mediaflow-credentials"' in notes
         else:
             assert "WARNING: credentials come from values" in notes
+
+
+def test_deploy_readme_states_the_sse_heartbeat_default() -> None:
+    from mediaflow_notifier.settings import NotifierSettings
+
+    default = NotifierSettings.model_fields["sse_heartbeat_seconds"].default
+    text = " ".join((REPO / "deploy" / "README.md").read_text().split())
+    stated = re.findall(r"`: ping` every (\d+) s", text)
+    assert stated == [f"{default:g}"]
 
 
 # ---- image and skaffold ------------------------------------------------------------------------
