@@ -115,18 +115,25 @@ def _origin_of(url: str) -> str:
 
 def check_same_origin(request: Request[Any, Any, Any], public_url: str) -> None:
     """CSRF defence for cookie-authenticated unsafe requests: a browser names the page's
-    origin in ``Origin`` (or ``Referer``); anything but PUBLIC_URL's origin is refused.
-    Clients that send neither are not browsers, so no cross-site page can be behind them."""
+    origin in ``Origin`` (or ``Referer``); anything but PUBLIC_URL's origin is refused. A
+    request naming neither is refused when its ``Sec-Fetch-Site`` says another page sent
+    it; clients that send none of the three are not browsers, so no page is behind them."""
     if request.method in SAFE_METHODS or _bearer(request):
         return
     claimed = request.headers.get("origin") or request.headers.get("referer")
-    if claimed is None:
-        return
-    if _origin_of(claimed) != _origin_of(public_url):
-        log.warning("csrf.rejected", claimed_origin=_origin_of(claimed)[:200])
-        raise ProblemError(
-            403, "csrf_rejected", "This request came from another site's page and was refused."
-        )
+    if claimed is not None:
+        if _origin_of(claimed) == _origin_of(public_url):
+            return
+        source = _origin_of(claimed)[:200]
+    else:
+        fetched_from = request.headers.get("sec-fetch-site", "same-origin").lower()
+        if fetched_from in ("same-origin", "none"):  # "none": the user's own navigation
+            return
+        source = f"Sec-Fetch-Site: {fetched_from[:40]}"
+    log.warning("csrf.rejected", claimed_origin=source)
+    raise ProblemError(
+        403, "csrf_rejected", "This request came from another site's page and was refused."
+    )
 
 
 class _CircuitBreaker:

@@ -21,6 +21,9 @@ FOREIGN = {
     "https-twin": {"Origin": "https://127.0.0.1"},
     "suffix-trick": {"Origin": "http://127.0.0.1.evil.example"},
     "origin-with-path": {"Origin": "https://evil.example/path?x=1"},
+    # No Origin or Referer (stripped by a privacy setting), but fetch metadata tells.
+    "fetch-metadata-cross-site": {"Sec-Fetch-Site": "cross-site"},
+    "fetch-metadata-same-site": {"Sec-Fetch-Site": "same-site"},
 }
 
 
