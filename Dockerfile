@@ -56,8 +56,8 @@ ENV PATH=/app/.venv/bin:$PATH \
     LOG_FORMAT=json
 WORKDIR /app
 USER 10001:10001
-# auth 8101, gateway 8102, notifier 8103, worker (health and metrics) 8104
-EXPOSE 8101 8102 8103 8104
+# auth 8101 (and 8111, its internal port), gateway 8102, notifier 8103, worker (health and metrics) 8104
+EXPOSE 8101 8111 8102 8103 8104
 LABEL org.opencontainers.image.title="mediaflow" \
       org.opencontainers.image.description="mediaflow services: auth, gateway, notifier, worker, migrate"
 CMD ["mediaflow-gateway"]

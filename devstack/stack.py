@@ -38,12 +38,19 @@ class StackConfig:
     ports: dict[str, int] = field(
         default_factory=lambda: {"auth": 8101, "gateway": 8102, "notifier": 8103, "worker": 8104}
     )
+    # auth's INTERNAL_PORT (the session check); 0 picks 8111 beside the default ports, a free
+    # port beside any others, so that stacks started on free ports never share one.
+    auth_internal_port: int = 0
     extra_env: dict[str, str] = field(default_factory=dict)
     events_extra_nginx: str = ""
     # The database server and the broker: the machine's own by default (started when down);
     # the chaos tests point a stack at private ones they may restart.
     postgres_url: str = LOCAL_POSTGRES_URL
     amqp_url: str | None = None  # None: the caller's AMQP_URL, else the services' default
+
+    def __post_init__(self) -> None:
+        if not self.auth_internal_port:
+            self.auth_internal_port = 8111 if self.ports.get("auth") == 8101 else free_port()
 
     @property
     def public_url(self) -> str:
@@ -217,10 +224,12 @@ def service_env(config: StackConfig, service: str) -> dict[str, str]:
         "AMQP_NAMESPACE": config.amqp_namespace,
         "S3_BUCKET": config.bucket,
         "S3_ENDPOINT_URL": f"http://127.0.0.1:{S3_PORT}",
-        "AUTH_INTERNAL_URL": config.service_url("auth"),
+        "AUTH_INTERNAL_URL": f"http://127.0.0.1:{config.auth_internal_port}",
         "HOST": "127.0.0.1",
         "PORT": str(config.ports[service]),
     }
+    if service == "auth":
+        fixed["INTERNAL_PORT"] = str(config.auth_internal_port)
     if config.amqp_url is not None:
         fixed["AMQP_URL"] = config.amqp_url
     # The caller's environment passes through; what ties the stack together is fixed.

@@ -88,7 +88,8 @@ class S3Settings(SettingsGroup):
 
 class SessionCheckSettings(SettingsGroup):
     auth_internal_url: str = Field(
-        "http://127.0.0.1:8101", description="auth's internal base URL (never the ingress)"
+        "http://127.0.0.1:8111",
+        description="auth's internal base URL: its INTERNAL_PORT (never the ingress)",
     )
     auth_timeout_seconds: float = Field(1.0, gt=0, description="Timeout of one session check")
     auth_breaker_failures: int = Field(

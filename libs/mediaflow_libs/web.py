@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -17,6 +18,7 @@ from litestar.handlers import BaseRouteHandler
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from litestar.utils.path import normalize_path
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from uvicorn.config import STARTUP_FAILURE
 
 from mediaflow_libs.facts import configuration_facts
 from mediaflow_libs.problems import ProblemError, valid_request_id
@@ -216,18 +218,49 @@ def storable_text(value: object) -> str | None:
     return value
 
 
-def serve(app_factory: str, settings: ServiceSettings) -> None:
-    """Run an app factory (``module:function``) under uvicorn with our logging."""
-    uvicorn.run(
-        app_factory,
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        access_log=False,
-        log_config=None,
+def internal_routes_on_their_own_port(app: Litestar, internal_port: int) -> Litestar:
+    """``/internal/…`` answers only on ``internal_port``, and that port answers nothing else
+    (the 404 of any unknown path), so a NetworkPolicy can open it to the callers alone.
+    Apply it to an app that :func:`serve` runs with the same ``internal_port``."""
+    routed = app.asgi_handler
+
+    async def by_port(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            server = scope.get("server") or (None, None)
+            path = normalize_path(scope["path"])
+            internal = path == "/internal" or path.startswith("/internal/")
+            if internal != (server[1] == internal_port):
+                scope["path"] = _UNROUTABLE
+        await routed(scope, receive, send)
+
+    app.asgi_handler = by_port
+    return app
+
+
+def serve(app_factory: str, settings: ServiceSettings, *, internal_port: int | None = None) -> None:
+    """Run an app factory (``module:function``) under uvicorn with our logging, on
+    ``settings.port`` and, when given, on ``internal_port`` too (one process, one app)."""
+    options: dict[str, Any] = {
+        "factory": True,
+        "host": settings.host,
+        "port": settings.port,
+        "access_log": False,
+        "log_config": None,
         # The client address (per-address sign-in limits, logs) comes from X-Forwarded-For
         # only when the peer is a trusted proxy; anyone else could forge it.
-        proxy_headers=True,
-        forwarded_allow_ips=[p.strip() for p in settings.trusted_proxies.split(",") if p.strip()],
-        timeout_graceful_shutdown=10,
-    )
+        "proxy_headers": True,
+        "forwarded_allow_ips": [
+            p.strip() for p in settings.trusted_proxies.split(",") if p.strip()
+        ],
+        "timeout_graceful_shutdown": 10,
+    }
+    if internal_port is None:
+        uvicorn.run(app_factory, **options)
+        return
+    config = uvicorn.Config(app_factory, **options)
+    # uvicorn binds one address; a second Config binds the internal one the same way.
+    internal = uvicorn.Config(app_factory, **(options | {"port": internal_port}))
+    server = uvicorn.Server(config)
+    server.run(sockets=[config.bind_socket(), internal.bind_socket()])
+    if not server.started:
+        sys.exit(STARTUP_FAILURE)  # as uvicorn.run does

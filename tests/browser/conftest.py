@@ -64,6 +64,7 @@ def blocked_events_stack(
         run_dir=tmp_path_factory.mktemp("blocked-events"),
         ingress_port=stack.free_port(),
         ports={**running_stack.ports, "auth": stack.free_port(), "gateway": stack.free_port()},
+        auth_internal_port=stack.free_port(),
         events_extra_nginx=BLOCK_EVENTS,
     )
     try:

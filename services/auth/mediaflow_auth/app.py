@@ -35,6 +35,7 @@ from mediaflow_libs.sessions import (
 from mediaflow_libs.web import (
     around_routing,
     health_routes,
+    internal_routes_on_their_own_port,
     read_json_object,
     serve,
     storable_text,
@@ -381,7 +382,15 @@ def create_app(settings: AuthSettings | None = None) -> Litestar:
     )
 
 
+def create_served_app() -> Litestar:
+    """auth as its process serves it: the session check on INTERNAL_PORT alone (a
+    NetworkPolicy opens that port to gateway and notifier only), the rest on PORT.
+    In-process tests use :func:`create_app`, which answers both on one port."""
+    settings = AuthSettings()
+    return internal_routes_on_their_own_port(create_app(settings), settings.internal_port)
+
+
 def main() -> None:
     settings = AuthSettings()
     configure_logging("auth", settings.log_level, settings.log_format)
-    serve("mediaflow_auth.app:create_app", settings)
+    serve("mediaflow_auth.app:create_served_app", settings, internal_port=settings.internal_port)
