@@ -272,8 +272,13 @@ def test_each_process_gets_the_settings_it_reads(
         assert required <= set(env), (component, required - set(env))
         assert env["HOST"]["value"] == "0.0.0.0"
         assert int(env["PORT"]["value"]) == container["ports"][0]["containerPort"]
+        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
         if "AUTH_INTERNAL_URL" in fields:
-            assert env["AUTH_INTERNAL_URL"]["value"] == f"http://{RELEASE}-auth:8101"
+            # auth's internal port, never its public one
+            assert env["AUTH_INTERNAL_URL"]["value"] == f"http://{RELEASE}-auth:8111"
+        if "INTERNAL_PORT" in fields:
+            assert int(env["INTERNAL_PORT"]["value"]) == ports["internal"] == 8111
+            assert ports["http"] != ports["internal"]
     # The shared ConfigMap holds only variables some service reads.
     read_somewhere = set()
     for module, cls in SETTINGS_CLASSES.values():
@@ -781,6 +786,25 @@ def test_only_gateway_and_notifier_reach_auth_in_cluster(
                 if _matches(peer["podSelector"]["matchLabels"], _pod_labels(docs, component)):
                     allowed_in_namespace.add(component)
     assert allowed_in_namespace == {"gateway", "notifier"}
+    # the internal port admits gateway and notifier alone; the others reach only `http`
+    for rule in policy["spec"]["ingress"]:
+        ports = [p["port"] for p in rule["ports"]]
+        from_callers = all("namespaceSelector" not in peer for peer in rule["from"])
+        assert ports == (["internal"] if from_callers else ["http"]), rule
+    service = one(docs, "Service", f"{RELEASE}-auth")
+    assert {p["name"]: (p["port"], p["targetPort"]) for p in service["spec"]["ports"]} == {
+        "http": (8101, "http"),
+        "internal": (8111, "internal"),
+    }
+    auth_labels = _pod_labels(docs, "auth")
+    for caller in ("gateway", "notifier"):
+        to_auth = [
+            rule
+            for rule in _policy(docs, caller)["spec"]["egress"]
+            for peer in rule["to"]
+            if "podSelector" in peer and _matches(peer["podSelector"]["matchLabels"], auth_labels)
+        ]
+        assert [r["ports"] for r in to_auth] == [[{"port": 8111, "protocol": "TCP"}]], caller
 
 
 def test_worker_egress_is_internet_but_not_cluster(
@@ -821,9 +845,8 @@ def test_worker_policy_refuses_an_unpinned_dependency(
     """An empty `to` would open the dependency's ports to every address in the cluster."""
     values = values_set("everything")
     values["networkPolicy"]["dependencies"][dependency]["to"] = []
-    with pytest.raises(
-        helm_python.HelmRenderError, match=rf"networkPolicy\.dependencies\.{dependency}\.to is empty"
-    ):
+    unpinned = rf"networkPolicy\.dependencies\.{dependency}\.to is empty"
+    with pytest.raises(helm_python.HelmRenderError, match=unpinned):
         render_raw(chart, values)
     with pytest.raises(helm_python.HelmRenderError, match="worker's NetworkPolicy"):
         render_raw(chart, {"networkPolicy": {"enabled": True}})

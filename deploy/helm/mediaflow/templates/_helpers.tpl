@@ -193,6 +193,10 @@ Secret, only those the component reads (see each service's settings class).
 {{- $keys := $root.Values.secrets.keys }}
 - name: PORT
   value: {{ $values.port | quote }}
+{{- if eq $c "auth" }}
+- name: INTERNAL_PORT
+  value: {{ $values.internalPort | quote }}
+{{- end }}
 {{ include "mediaflow.secretEnv" (dict "root" $root "name" "DATABASE_URL" "key" (default $keys.databaseUrl $values.databaseUrlSecretKey)) }}
 {{ include "mediaflow.secretEnv" (dict "root" $root "name" "AMQP_URL" "key" $keys.amqpUrl) }}
 {{ include "mediaflow.secretEnv" (dict "root" $root "name" "SERVICE_SECRET" "key" $keys.serviceSecret) }}
@@ -202,7 +206,7 @@ Secret, only those the component reads (see each service's settings class).
 {{- end }}
 {{- if or (eq $c "gateway") (eq $c "notifier") }}
 - name: AUTH_INTERNAL_URL
-  value: {{ printf "http://%s:%v" (include "mediaflow.componentName" (dict "root" $root "component" "auth")) $root.Values.auth.service.port | quote }}
+  value: {{ printf "http://%s:%v" (include "mediaflow.componentName" (dict "root" $root "component" "auth")) $root.Values.auth.service.internalPort | quote }}
 {{- end }}
 {{- range $name, $value := $root.Values.config.extraEnv }}
 - name: {{ $name }}
