@@ -1,15 +1,17 @@
 """Helpers of the chaos tests: the stack and its processes, users and load through the
-ingress, database look-ups that outlive a database restart, event-stream clients that
-resume like a browser, and the one line of counts each test prints."""
+ingress, database look-ups that outlive a database restart, where a scenario's tasks
+ended up, event-stream clients that resume like a browser, and the one line of counts
+each test prints."""
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import os
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,8 +42,27 @@ def scaled(count: float) -> int:
 REPORTS: list[str] = []
 
 
-def report(scenario: str, **counts: object) -> None:
-    """The test's counts, on one line."""
+def report(
+    scenario: str,
+    *,
+    tasks: int,
+    lost: int,
+    double_charged: int,
+    duplicates: int,
+    false_401s: int,
+    missed_events: int,
+    **extra: object,
+) -> None:
+    """The test's counts on one line: the six every scenario is held to, then its own."""
+    counts = {
+        "tasks": tasks,
+        "lost": lost,
+        "double_charged": double_charged,
+        "duplicates": duplicates,
+        "false_401s": false_401s,
+        "missed_events": missed_events,
+        **extra,
+    }
     line = f"CHAOS {scenario}: " + " ".join(f"{key}={value}" for key, value in counts.items())
     REPORTS.append(line)
     print(f"\n{line}")
@@ -224,6 +245,61 @@ async def ledger(url: str, user_ids: Sequence[str], task_ids: Sequence[str]) -> 
     )
 
 
+@dataclass(frozen=True)
+class Tally:
+    """Where a scenario's tasks ended up: statuses, credit ledger, stored objects."""
+
+    task_ids: list[str]
+    final: dict[str, str]  # status by task id, once all ended (or at the deadline)
+    money: Ledger
+    objects: collections.Counter[str]  # stored objects by task id
+
+    @property
+    def by_status(self) -> collections.Counter[str]:
+        return collections.Counter(self.final.values())
+
+    @property
+    def unfinished(self) -> dict[str, str | None]:
+        """The tasks that never ended, with their last status (None: not stored)."""
+        return {t: self.final.get(t) for t in self.task_ids if self.final.get(t) not in TERMINAL}
+
+    @property
+    def lost(self) -> int:
+        return len(self.unfinished)
+
+    @property
+    def succeeded(self) -> list[str]:
+        return [t for t, status in self.final.items() if status == "succeeded"]
+
+    @property
+    def duplicates(self) -> int:
+        """Succeeded tasks stored more than once."""
+        return sum(self.objects[t] > 1 for t in self.succeeded)
+
+    @property
+    def missing_objects(self) -> int:
+        return sum(self.objects[t] == 0 for t in self.succeeded)
+
+    @property
+    def orphan_objects(self) -> int:
+        return sum(n for t, n in self.objects.items() if self.final.get(t) != "succeeded")
+
+
+async def tally(
+    chaos: ChaosStack, user_ids: Sequence[str], task_ids: Sequence[str], within: float
+) -> Tally:
+    """Wait (up to ``within``) until every task ended, then count. ``user_ids`` are the
+    scenario's own users: every stored object of theirs is one of its tasks'."""
+    final = await wait_terminal(chaos.database_url, task_ids, within)
+    money = await ledger(chaos.database_url, user_ids, task_ids)
+    objects: collections.Counter[str] = collections.Counter()
+    for user_id in user_ids:
+        # Keys are tasks/<user>/<task>/<attempt>.
+        for key in await list_objects(chaos.config.bucket, f"tasks/{user_id}/"):
+            objects[key.split("/")[2]] += 1
+    return Tally(list(task_ids), final, money, objects)
+
+
 # --- users and load through the ingress --------------------------------------------------
 
 
@@ -305,7 +381,8 @@ class Watcher:
     user: User
     seen: list[tuple[int, str, str]] = field(default_factory=list)  # (event id, task id, status)
     connects: int = 0
-    refused: int = 0  # attempts answered with something other than a stream
+    # Attempts answered with something other than a stream, by HTTP status.
+    refused: collections.Counter[int] = field(default_factory=collections.Counter)
     connected: asyncio.Event = field(default_factory=asyncio.Event)
     _drop: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -336,7 +413,7 @@ class Watcher:
             headers["Last-Event-ID"] = str(last)
         async with client.stream("GET", "/v1/events", headers=headers) as response:
             if response.status_code != 200:
-                self.refused += 1
+                self.refused[response.status_code] += 1
                 await response.aread()
                 return
             self.connects += 1
@@ -356,6 +433,30 @@ class Watcher:
                     return  # dropped
                 block = next_event.result()
                 self.seen.append((block.id, block.task["id"], block.task["status"]))
+
+
+@contextlib.asynccontextmanager
+async def watching(base_url: str, users: Sequence[User]) -> AsyncIterator[list[Watcher]]:
+    """A watcher per user, each connected once before the block starts, running until it
+    ends."""
+    watchers = [Watcher(base_url, user) for user in users]
+    streams = [asyncio.create_task(w.run()) for w in watchers]
+    try:
+        async with asyncio.timeout(30):
+            await asyncio.gather(*(w.connected.wait() for w in watchers))
+        yield watchers
+    finally:
+        for task in streams:
+            task.cancel()
+        for task in streams:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+def false_401s(statuses: Iterable[int], watchers: Iterable[Watcher] = ()) -> int:
+    """The 401s among a scenario's answers and its watchers' refused connects. Every
+    session in a scenario stays valid throughout, so each one is false."""
+    return sum(status == 401 for status in statuses) + sum(w.refused[401] for w in watchers)
 
 
 def _collapsed(values: Sequence[str]) -> list[str]:
@@ -383,10 +484,22 @@ class StreamCheck:
 
 
 async def check_streams(
-    url: str, watchers: Sequence[Watcher], task_ids: dict[str, list[str]]
+    url: str, watchers: Sequence[Watcher], task_owner: Mapping[str, str], within: float = 30
 ) -> StreamCheck:
     """Compare what each watcher received with the status changes stored for its user's
-    tasks (``task_ids`` by user id)."""
+    tasks (``task_owner``: user id by task id), once every watcher saw each of its tasks
+    end or ``within`` passed. Call it once the tasks ended, with the watchers running."""
+    deadline = time.monotonic() + within
+    while True:
+        check = await _check_streams_once(url, watchers, task_owner)
+        if check.unfinished == 0 or time.monotonic() > deadline:
+            return check
+        await asyncio.sleep(0.3)
+
+
+async def _check_streams_once(
+    url: str, watchers: Sequence[Watcher], task_owner: Mapping[str, str]
+) -> StreamCheck:
     changes = missed = disordered = unfinished = 0
     for watcher in watchers:
         rows = await fetch(
@@ -395,7 +508,7 @@ async def check_streams(
                WHERE user_id = $1 ORDER BY id""",
             watcher.user.id,
         )
-        for task_id in task_ids[watcher.user.id]:
+        for task_id in (t for t, owner in task_owner.items() if owner == watcher.user.id):
             stored = _collapsed([row["status"] for row in rows if row["task_id"] == task_id])
             received = [(i, s) for i, t, s in watcher.seen if t == task_id]
             got = _collapsed([s for _, s in received])
@@ -405,12 +518,3 @@ async def check_streams(
             disordered += ids != sorted(ids)
             unfinished += not (got and got[-1] in TERMINAL)
     return StreamCheck(changes, missed, disordered, unfinished)
-
-
-async def until(check: Callable[[], Awaitable[bool]], within: float, interval: float = 0.3) -> bool:
-    deadline = time.monotonic() + within
-    while not await check():
-        if time.monotonic() > deadline:
-            return False
-        await asyncio.sleep(interval)
-    return True
