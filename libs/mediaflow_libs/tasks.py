@@ -219,7 +219,8 @@ class Submitter:
         self._max_batch = max_batch
         self._max_in_flight = max_in_flight
         self._waiting: list[tuple[_Prepared, asyncio.Future[Submission]]] = []
-        self._writers: set[asyncio.Task[None]] = set()
+        self._in_flight = 0  # writers running
+        self._writers: set[asyncio.Task[None]] = set()  # held, so none is collected early
 
     async def submit(
         self,
@@ -234,7 +235,8 @@ class Submitter:
         # Retrieved even when its caller is gone, so an error is not reported as unseen.
         answer.add_done_callback(lambda done: done.cancelled() or done.exception())
         self._waiting.append((prepared, answer))
-        if len(self._writers) < self._max_in_flight:
+        if self._in_flight < self._max_in_flight:
+            self._in_flight += 1
             writer = asyncio.create_task(self._write_waiting(), name="task-submissions")
             self._writers.add(writer)
             writer.add_done_callback(self._writers.discard)
@@ -293,10 +295,15 @@ class Submitter:
         )
 
     async def _write_waiting(self) -> None:
-        while self._waiting:
-            batch = self._waiting[: self._max_batch]
-            del self._waiting[: self._max_batch]
-            await self._write_batch(batch)
+        try:
+            while self._waiting:
+                batch = self._waiting[: self._max_batch]
+                del self._waiting[: self._max_batch]
+                await self._write_batch(batch)
+        finally:
+            # Counted down as the queue is found empty, with no await in between: a
+            # submission arriving after this starts a writer of its own.
+            self._in_flight -= 1
 
     async def _write_batch(self, batch: list[tuple[_Prepared, asyncio.Future[Submission]]]) -> None:
         batch.sort(key=lambda entry: entry[0].lock_order)
