@@ -5,7 +5,7 @@ SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 APT_INSTALL := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends
 
-.PHONY: help deps run stop test chaos lint bench diagnose docs proto
+.PHONY: help deps run stop observe test chaos lint bench diagnose docs proto
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -25,8 +25,11 @@ deps: ## install what is missing: uv, Python packages, nginx, PostgreSQL, Rabbit
 run: deps ## start everything (idempotent) and run a real job end to end
 	@$(UV) run --frozen python -m devstack demo
 
-stop: ## stop what `make run` started
+stop: ## stop what `make run` (and `make observe`) started
 	@$(UV) run --frozen python -m devstack down
+
+observe: deps ## a local Prometheus on 127.0.0.1:9090 scraping `make run`'s stack, with the chart's alert rules
+	@$(UV) run --frozen python -m devstack.observe
 
 test: deps ## unit, integration and end-to-end tests against real services
 	@$(UV) run --frozen pytest

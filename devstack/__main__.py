@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 
-from devstack import media, stack
+from devstack import media, observe, stack
 
 RUN_DIR = stack.REPO_ROOT / ".run" / "local"
 DATA_DIR = stack.REPO_ROOT / ".data"
@@ -99,6 +99,7 @@ def main() -> None:
     command = parser.parse_args().command
     if command == "down":
         stack.down(RUN_DIR)
+        observe.down()
         print("mediaflow stopped")
         return
     config = up()
