@@ -22,10 +22,16 @@ from typing import Any
 
 import helm_python
 import kubernetes_validate
-import promql_parser
 import pytest
 import yaml
 from kubernetes_validate.utils import SchemaNotFoundError
+
+from deploy.tests.monitoring import (
+    EXTERNAL_METRICS,
+    dashboard_exprs,
+    metric_names,
+    substitute_grafana_variables,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "deploy" / "helm" / "mediaflow"
@@ -43,14 +49,6 @@ CUSTOM_KINDS = {
     "ScaledObject",
     "TriggerAuthentication",
     "HTTPRoute",
-}
-# Metrics the chart may name that mediaflow does not export itself: Prometheus's own `up`
-# and RabbitMQ's Prometheus plugin (/metrics/detailed?family=queue_coarse_metrics).
-EXTERNAL_METRICS = {
-    "up",
-    "rabbitmq_detailed_queue_messages",
-    "rabbitmq_detailed_queue_messages_ready",
-    "rabbitmq_detailed_queue_messages_unacked",
 }
 # The processes' entry modules: importing them registers every metric they export.
 ENTRY_MODULES = (
@@ -925,17 +923,6 @@ def _rules(docs: list[dict[str, Any]]) -> dict[str, Any]:
     return rule
 
 
-def _metric_names(expr: str) -> set[str]:
-    names: set[str] = set()
-
-    def visit(node: Any) -> None:
-        if isinstance(node, promql_parser.VectorSelector):
-            names.add(node.name)
-
-    promql_parser.walk(promql_parser.parse(expr), pre_visit=visit)
-    return names
-
-
 def exported_metric_names() -> set[str]:
     """Sample names the four processes expose, from their own prometheus-client registry."""
     for module in ENTRY_MODULES:
@@ -960,7 +947,7 @@ def test_alert_rules_parse_and_name_only_exported_metrics(
 ) -> None:
     rule = _rules(rendered["everything"])
     assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
-    exported = exported_metric_names() | EXTERNAL_METRICS
+    exported = exported_metric_names() | set(EXTERNAL_METRICS)
     alerts = [r for group in rule["spec"]["groups"] for r in group["rules"]]
     assert {a["alert"] for a in alerts} >= {
         "MediaflowWorkerFailureRateHigh",
@@ -971,7 +958,7 @@ def test_alert_rules_parse_and_name_only_exported_metrics(
         "MediaflowAuthUnavailable",
     }
     for alert in alerts:
-        names = _metric_names(alert["expr"])  # raises ValueError on bad PromQL
+        names = metric_names(alert["expr"])  # raises ValueError on bad PromQL
         assert names, alert["alert"]
         assert names <= exported, (alert["alert"], names - exported)
         assert alert["labels"]["severity"] in ("warning", "critical")
@@ -984,12 +971,12 @@ def test_alert_rules_parse_and_name_only_exported_metrics(
 
 
 def test_metric_check_rejects_unknown_names() -> None:
-    exported = exported_metric_names() | EXTERNAL_METRICS
+    exported = exported_metric_names() | set(EXTERNAL_METRICS)
     assert "worker_jobs_total" in exported
     assert "notifier_delivery_lag_seconds_bucket" in exported
-    assert not _metric_names("rate(worker_jobz_total[5m])") <= exported
+    assert not metric_names("rate(worker_jobz_total[5m])") <= exported
     with pytest.raises(ValueError, match="parenthesis"):
-        _metric_names("sum(rate(worker_jobs_total[5m])")
+        metric_names("sum(rate(worker_jobs_total[5m])")
 
 
 def test_alerts_with_promtool(chart: helm_python.Chart, tmp_path: Path) -> None:
@@ -1006,7 +993,7 @@ def test_alerts_with_promtool(chart: helm_python.Chart, tmp_path: Path) -> None:
     assert tested == alerts
     for group in spec["groups"]:
         for alert in group["rules"]:
-            _metric_names(alert["expr"])
+            metric_names(alert["expr"])
     promtool = shutil.which("promtool")
     if promtool is None:
         return
@@ -1015,29 +1002,6 @@ def test_alerts_with_promtool(chart: helm_python.Chart, tmp_path: Path) -> None:
             [promtool, *args], cwd=tmp_path, capture_output=True, text=True, timeout=120
         )
         assert result.returncode == 0, result.stdout + result.stderr
-
-
-def _dashboard_exprs(dashboard: dict[str, Any]) -> Iterator[tuple[str, str]]:
-    def panels(items: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-        for panel in items:
-            yield panel
-            yield from panels(panel.get("panels", []))
-
-    for panel in panels(dashboard["panels"]):
-        for target in panel.get("targets", []):
-            yield panel["title"], target["expr"]
-
-
-def _substitute_grafana_variables(expr: str) -> str:
-    for variable, value in {
-        "$__rate_interval": "5m",
-        "$namespace": "media",
-        "$release": "mediaflow",
-        "$amqp_namespace": "media",
-    }.items():
-        expr = expr.replace(variable, value)
-    assert "$" not in expr, expr
-    return expr
 
 
 def test_dashboard_is_valid_and_names_only_exported_metrics(
@@ -1056,12 +1020,12 @@ def test_dashboard_is_valid_and_names_only_exported_metrics(
     assert len(ids) == len(set(ids))
     variables = {v["name"] for v in dashboard["templating"]["list"]}
     assert {"datasource", "namespace", "release", "amqp_namespace"} <= variables
-    exported = exported_metric_names() | EXTERNAL_METRICS
+    exported = exported_metric_names() | set(EXTERNAL_METRICS)
     seen: set[str] = set()
-    exprs = list(_dashboard_exprs(dashboard))
+    exprs = list(dashboard_exprs(dashboard))
     assert len(exprs) >= 15
     for title, expr in exprs:
-        names = _metric_names(_substitute_grafana_variables(expr))
+        names = metric_names(substitute_grafana_variables(expr))
         assert names <= exported, (title, names - exported)
         seen |= names
     # the metrics the alerts are about are on the dashboard too
