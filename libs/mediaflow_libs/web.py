@@ -175,6 +175,11 @@ def health_routes(
     return routes
 
 
+def _not_json(constant: str) -> None:
+    # Python's parser takes NaN and Infinity, which JSON (RFC 8259) has no place for.
+    raise ValueError(f"{constant} is not JSON")
+
+
 async def read_json_object(
     request: Request[Any, Any, Any], max_bytes: int = 64 * 1024
 ) -> dict[str, Any]:
@@ -193,7 +198,7 @@ async def read_json_object(
                 413, "payload_too_large", f"The body may be at most {max_bytes} bytes."
             )
     try:
-        value = json.loads(body.decode("utf-8"))
+        value = json.loads(body.decode("utf-8"), parse_constant=_not_json)
     except UnicodeDecodeError as exc:
         raise ProblemError(400, "invalid_json", "The body is not valid UTF-8.") from exc
     except (ValueError, RecursionError) as exc:
