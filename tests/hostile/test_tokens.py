@@ -260,7 +260,7 @@ async def test_a_session_revoked_in_the_database_is_session_revoked(
     await _all_refused(world, token_user, {"Cookie": f"mf_session={token}"}, "session_revoked")
 
 
-async def test_a_deleted_api_key_is_session_invalid_within_a_second(world: World) -> None:
+async def test_a_deleted_api_key_is_session_revoked_within_a_second(world: World) -> None:
     user = await sign_up(world.url, "deleted-key")
     async with world.client() as client:
         created = await client.post(
@@ -275,7 +275,7 @@ async def test_a_deleted_api_key_is_session_invalid_within_a_second(world: World
         deleted = await client.delete(f"/v1/auth/api-keys/{key_id}", headers=user.cookie)
         assert deleted.status_code == 204, deleted.text
     await asyncio.sleep(1.0)
-    await _all_refused(world, user, bearer, "session_invalid")
+    await _all_refused(world, user, bearer, "session_revoked")
 
 
 async def test_a_deleted_users_session_is_refused(world: World) -> None:

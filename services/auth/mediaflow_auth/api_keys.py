@@ -57,16 +57,18 @@ async def create(con: asyncpg.Connection, user_id: str, name: str) -> dict[str, 
 async def list_for(con: asyncpg.Connection, user_id: str) -> list[dict[str, Any]]:
     rows = await con.fetch(
         """SELECT id, name, created_at, last_used_at FROM auth.api_keys
-           WHERE user_id = $1 ORDER BY created_at, id""",
+           WHERE user_id = $1 AND revoked_at IS NULL ORDER BY created_at, id""",
         user_id,
     )
     return [key_json(row) for row in rows]
 
 
 async def delete(con: asyncpg.Connection, user_id: str, key_id: str) -> bytes:
-    """The deleted key's hash, for the revocation announcement."""
+    """The deleted key's hash, for the revocation announcement. The row stays, revoked, so
+    that the key is answered ``session_revoked`` from then on."""
     key_hash = await con.fetchval(
-        "DELETE FROM auth.api_keys WHERE id = $1 AND user_id = $2 RETURNING key_hash",
+        """UPDATE auth.api_keys SET revoked_at = now()
+           WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL RETURNING key_hash""",
         key_id,
         user_id,
     )
@@ -81,11 +83,14 @@ async def check(con: asyncpg.Connection, key: str) -> tuple[dict[str, Any], dict
         raise ProblemError(401, "session_invalid", "The API key is malformed.")
     row = await con.fetchrow(
         """UPDATE auth.api_keys k SET last_used_at = now()
-           FROM auth.users u WHERE u.id = k.user_id AND k.key_hash = $1
+           FROM auth.users u
+           WHERE u.id = k.user_id AND k.key_hash = $1 AND k.revoked_at IS NULL
            RETURNING k.id AS key_id, u.id AS user_id, u.email, u.name, u.created_at""",
         _digest(key),
     )
     if row is None:
-        raise ProblemError(401, "session_invalid", "The API key is unknown or was deleted.")
+        if await con.fetchval("SELECT true FROM auth.api_keys WHERE key_hash = $1", _digest(key)):
+            raise ProblemError(401, "session_revoked", "The API key was deleted.")
+        raise ProblemError(401, "session_invalid", "The API key is unknown.")
     user = user_json(row["user_id"], row["email"], row["name"], row["created_at"])
     return user, {"id": str(row["key_id"]), "expires_at": None}

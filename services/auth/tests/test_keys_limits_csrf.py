@@ -51,7 +51,9 @@ async def test_api_keys_are_shown_once_listed_used_and_deleted(
         "/v1/auth/session", headers={"authorization": f"Bearer {body['key']}"}
     )
     assert refused.status_code == 401
-    assert refused.json()["code"] == "session_invalid"
+    assert refused.json()["code"] == "session_revoked"
+    listed = await auth_client.get("/v1/auth/api-keys", headers=cookie(token))
+    assert body["id"] not in [item["id"] for item in listed.json()["items"]]
 
 
 async def test_another_users_api_key_cannot_be_deleted(auth_client: AsyncTestClient) -> None:
