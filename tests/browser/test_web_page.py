@@ -4,6 +4,7 @@ refuses the stream, returning to live once it can. Screenshots go to test-artifa
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 from collections.abc import AsyncIterator
@@ -162,6 +163,22 @@ async def test_sign_up_submit_and_watch_the_bar_reach_100_live(
         await expect(item).to_contain_text("Canceled.")
         await expect(item.get_by_role("button", name="Cancel")).to_be_hidden()
         await expect(page.get_by_text("9 credits")).to_be_visible()
+
+        # A sign-out that fails says so, and the page does not pretend it worked.
+        problem = {"title": "Service Unavailable", "status": 503, "code": "auth_unavailable"}
+        problem |= {"type": "about:blank", "detail": "Try again shortly.", "request_id": "r"}
+        await page.route(
+            "**/v1/auth/sign-out",
+            lambda route: route.fulfill(
+                status=503, content_type="application/problem+json", body=json.dumps(problem)
+            ),
+        )
+        await page.get_by_role("button", name="Sign out").click()
+        await expect(page.get_by_role("alert")).to_have_text(
+            "Signing out failed: Try again shortly."
+        )
+        await expect(page.get_by_text(f"Signed in as {email}")).to_be_visible()
+        await page.unroute("**/v1/auth/sign-out")
 
         # Signed out and back in, the tasks are listed again, download link and all.
         await page.get_by_role("button", name="Sign out").click()

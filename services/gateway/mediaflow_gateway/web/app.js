@@ -88,8 +88,15 @@ async function onAuthSubmit(event) {
 }
 
 async function onSignOut() {
-  await api("POST", "/v1/auth/sign-out").catch(() => null);
-  showSignedOut("You are signed out.");
+  const response = await api("POST", "/v1/auth/sign-out").catch(() => null);
+  if (response === null) {
+    // The session may still be valid: do not claim otherwise.
+    showNotice("The server cannot be reached, so you are still signed in; try again.");
+  } else if (response.ok || response.status === 401) {
+    showSignedOut("You are signed out."); // 401: the session had already ended
+  } else {
+    showNotice(`Signing out failed: ${await problemText(response)}`);
+  }
 }
 
 function showSignedOut(message) {
