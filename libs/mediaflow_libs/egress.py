@@ -19,8 +19,42 @@ METADATA_ADDRESSES = frozenset(
     ipaddress.ip_address(a)
     for a in ("169.254.169.254", "169.254.170.2", "100.100.100.200", "fd00:ec2::254")
 )
-# IPv6 prefixes that carry an IPv4 address in their low 32 bits (NAT64 well-known prefix).
-_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+# IPv6 forms that stand for exactly one IPv4 address, turned into it by the host's own stack
+# or a public translator: they are as reachable as that address, and judged by it alone.
+_IPV4_MAPPED = IPv6Network("::ffff:0:0/96")
+_IPV4_TRANSLATED = IPv6Network("::ffff:0:0:0/96")  # SIIT (RFC 2765)
+_IPV4_COMPATIBLE = IPv6Network("::/96")  # deprecated, but some stacks still route it
+_NAT64 = IPv6Network("64:ff9b::/96")  # the well-known prefix (RFC 6052)
+_STANDS_FOR_IPV4 = (_IPV4_MAPPED, _IPV4_TRANSLATED, _IPV4_COMPATIBLE, _NAT64)
+_NAT64_LOCAL = IPv6Network("64:ff9b:1::/48")  # a network's own translator (RFC 8215)
+
+# The entries of IANA's IPv6 Special-Purpose Address Registry that are not globally reachable
+# ("N/A" counted as not), and the deprecated site-local range. Written out because
+# ipaddress.is_global knows the registry only as of its Python release.
+_IPV6_NOT_GLOBAL = tuple(
+    IPv6Network(cidr)
+    for cidr in (
+        "::1/128",  # loopback
+        "::/128",  # unspecified
+        "::ffff:0:0/96",  # IPv4-mapped (never reached: judged by its IPv4 address)
+        "64:ff9b:1::/48",  # local-use IPv4/IPv6 translation
+        "100::/64",  # discard-only
+        "100:0:0:1::/64",  # dummy prefix
+        # IETF protocol assignments: Teredo, benchmarking, ORCHID, and anycast services
+        # (PCP, TURN, AMT) that answer at the nearest server, often on the local network.
+        "2001::/23",
+        "2001:db8::/32",  # documentation
+        "2002::/16",  # 6to4: reachable only through whatever relay is nearest
+        "3fff::/20",  # documentation
+        "5f00::/16",  # segment routing (SRv6) SIDs
+        "fc00::/7",  # unique local
+        "fe80::/10",  # link-local
+        "fec0::/10",  # site-local (deprecated, still routed by some networks)
+        "ff00::/8",  # multicast
+    )
+)
+# IANA allocates unicast from 2000::/3 only; everything else is reserved.
+_GLOBAL_UNICAST = IPv6Network("2000::/3")
 
 
 def parse_cidrs(value: str) -> tuple[Network, ...]:
@@ -37,27 +71,34 @@ def parse_cidrs(value: str) -> tuple[Network, ...]:
 
 
 def _embedded_ipv4(address: IPv6Address) -> IPv4Address | None:
-    """The IPv4 address an IPv6 spelling really points at (mapped, 6to4, Teredo, NAT64)."""
+    """The IPv4 address an IPv6 spelling carries (mapped, SIIT, compatible, NAT64, 6to4,
+    Teredo), else None."""
     if address.ipv4_mapped is not None:
         return address.ipv4_mapped
     if address.sixtofour is not None:
         return address.sixtofour
     if address.teredo is not None:
         return address.teredo[1]
-    if address in _NAT64:
-        return IPv4Address(int(address) & 0xFFFFFFFF)
-    # IPv4-compatible ::a.b.c.d (deprecated, but some stacks still route it).
-    if int(address) >> 32 == 0 and int(address) > 1:
-        return IPv4Address(int(address))
+    low_bits = IPv4Address(int(address) & 0xFFFFFFFF)
+    # The local-use NAT64 prefix may also be used with shorter lengths that put the IPv4
+    # address elsewhere; the whole prefix is refused anyway.
+    if address in _IPV4_TRANSLATED or address in _NAT64 or address in _NAT64_LOCAL:
+        return low_bits
+    if address in _IPV4_COMPATIBLE and int(address) > 1:  # :: and ::1 are no IPv4 address
+        return low_bits
     return None
 
 
 def _is_public(address: Address) -> bool:
     if address in METADATA_ADDRESSES:
         return False
-    # is_global is False for private, loopback, link-local, reserved, unspecified,
-    # shared (100.64/10) and documentation ranges; multicast needs its own check.
-    return address.is_global and not address.is_multicast
+    if isinstance(address, IPv4Address):
+        # is_global is False for private, loopback, link-local, reserved, unspecified,
+        # shared (100.64/10) and documentation ranges; multicast needs its own check.
+        return address.is_global and not address.is_multicast
+    if _embedded_ipv4(address) is not None and any(address in n for n in _STANDS_FOR_IPV4):
+        return True  # its IPv4 address is judged too, as the other candidate
+    return address in _GLOBAL_UNICAST and not any(address in n for n in _IPV6_NOT_GLOBAL)
 
 
 def is_allowed(address: Address, allow: Iterable[Network] = ()) -> bool:
@@ -65,9 +106,11 @@ def is_allowed(address: Address, allow: Iterable[Network] = ()) -> bool:
     allow = tuple(allow)
     candidates: list[Address] = [address]
     if isinstance(address, IPv6Address):
+        # Judged without its zone, which names an interface: fd00:ec2::254%eth0 is still
+        # the metadata address.
+        address = IPv6Address(int(address))
         embedded = _embedded_ipv4(address)
-        if embedded is not None:
-            candidates = [address, embedded]
+        candidates = [address] if embedded is None else [address, embedded]
     for candidate in candidates:
         for network in allow:
             if candidate.version != network.version or candidate not in network:

@@ -27,6 +27,12 @@ from mediaflow_libs.problems import ProblemError
         "http://224.0.0.1/x",
         "http://100.64.0.1/x",
         "http://[fe80::1]/x",
+        "http://[fec0::1]/x",  # site-local (deprecated)
+        "http://[::ffff:0:10.0.0.1]/x",  # SIIT IPv4-translated
+        "http://[::ffff:0:a00:1]/x",
+        "http://[64:ff9b:1::a00:1]/x",  # local-use NAT64
+        "http://[3fff::1]/x",  # documentation
+        "http://[5f00::1]/x",  # SRv6 SIDs
         # Literals hidden by normalisation: the gateway must see the address the worker's
         # resolver would be asked for.
         "http://10.0.0.1./x.mp4",

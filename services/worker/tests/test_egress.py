@@ -18,6 +18,14 @@ REFUSED = [
     "::127.0.0.1",  # IPv4-compatible (deprecated) loopback
     "2002:7f00:1::",  # 6to4 wrapping 127.0.0.1
     "64:ff9b::a9fe:a9fe",  # NAT64 wrapping 169.254.169.254
+    "64:ff9b:1::a00:1",  # local-use NAT64, refused whatever it wraps
+    "64:ff9b:1::808:808",
+    "::ffff:0:10.0.0.1",  # SIIT IPv4-translated
+    "::ffff:0:a00:1",  # the same, written in hex
+    "::ffff:0:127.0.0.1",
+    "::ffff:0:0",  # SIIT 0.0.0.0
+    "2002:808:808::",  # 6to4 and Teredo go through whichever relay is nearest
+    "2001:0:4136:e378:8000:63bf:3fff:fdd2",
     "169.254.169.254",  # cloud metadata
     "::ffff:169.254.169.254",
     "fd00:ec2::254",  # AWS metadata over IPv6
@@ -31,6 +39,8 @@ REFUSED = [
     "fc00::1",
     "fe80::1",
     "fe80::1%eth0",
+    "fec0::1",  # site-local (deprecated)
+    "fefe::1",
     "0.0.0.0",
     "::",
     "224.0.0.1",
@@ -39,11 +49,29 @@ REFUSED = [
     "ff0e::1",  # global-scope multicast is still multicast
     "192.0.2.1",  # documentation
     "2001:db8::1",
+    "3fff::1",  # documentation, the newer range
+    "100::1",  # discard-only
+    "100:0:0:1::1",  # dummy prefix
+    "2001:2::1",  # benchmarking
+    "2001:10::1",  # deprecated ORCHID
+    "2001:1::1",  # PCP anycast: the nearest server, often the local router
+    "5f00::1",  # SRv6 SIDs
+    "4000::1",  # outside 2000::/3, reserved
+    "::2",  # IPv4-compatible 0.0.0.2
     "198.18.0.1",  # benchmarking
     "240.0.0.1",  # reserved
     "255.255.255.255",
 ]
-PUBLIC = ["8.8.8.8", "1.1.1.1", "2606:4700:4700::1111", "::ffff:8.8.8.8", "64:ff9b::808:808"]
+PUBLIC = [
+    "8.8.8.8",
+    "1.1.1.1",
+    "2606:4700:4700::1111",
+    "2620:4f:8000::1",  # AS112, in the registry but globally reachable
+    "::ffff:8.8.8.8",
+    "::ffff:0:8.8.8.8",
+    "::8.8.8.8",
+    "64:ff9b::808:808",
+]
 
 
 @pytest.mark.parametrize("address", REFUSED)
@@ -68,10 +96,14 @@ def test_public_addresses_are_allowed(address: str) -> None:
         ("10.0.0.0/8", "172.16.0.1", False),
         ("fd00::/8", "fd12::1", True),
         ("::1/128", "::1", True),
+        ("fec0::/10", "fec0::1", True),
+        ("10.0.0.0/8", "::ffff:0:a00:1", True),  # SIIT, judged by its IPv4 address
+        ("10.0.0.0/8", "fec0::a00:1", False),
         # Metadata endpoints stay closed inside a broad allowed range ...
         ("169.254.0.0/16", "169.254.169.254", False),
         ("169.254.0.0/16", "169.254.1.1", True),
         ("fd00::/8", "fd00:ec2::254", False),
+        ("fd00::/8", "fd00:ec2::254%eth0", False),  # a zone changes nothing
         # ... and open only when named exactly.
         ("169.254.169.254/32", "169.254.169.254", True),
     ],

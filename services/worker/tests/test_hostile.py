@@ -72,6 +72,9 @@ def hostile_urls(port: int) -> list[str]:
         f"http://[::127.0.0.1]:{p}/v.mp4",  # IPv4-compatible
         f"http://[64:ff9b::7f00:1]:{p}/v.mp4",  # NAT64
         f"http://[2002:7f00:1::]:{p}/v.mp4",  # 6to4
+        f"http://[::ffff:0:127.0.0.1]:{p}/v.mp4",  # SIIT IPv4-translated
+        f"http://[::ffff:0:7f00:1]:{p}/v.mp4",
+        f"http://[64:ff9b:1::7f00:1]:{p}/v.mp4",  # local-use NAT64
         f"http://localhost:{p}/v.mp4",  # names resolving to loopback
         f"http://LOCALHOST:{p}/v.mp4",
         f"http://vm:{p}/v.mp4",  # /etc/hosts names on this machine
@@ -91,6 +94,9 @@ def hostile_urls(port: int) -> list[str]:
         "http://100.64.0.1/v.mp4",
         "http://[fe80::1]/v.mp4",
         "http://[fc00::1]/v.mp4",
+        "http://[fec0::1]/v.mp4",  # site-local (deprecated)
+        "http://[::ffff:0:10.0.0.1]/v.mp4",
+        "http://[::ffff:0:a00:1]/v.mp4",
         "http://224.0.0.1/v.mp4",
         "http://255.255.255.255/v.mp4",
         "file:///etc/passwd",
