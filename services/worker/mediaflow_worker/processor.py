@@ -303,7 +303,7 @@ async def process_job(delivery: Delivery, resources: Resources) -> Outcome:
                     task_id,
                     tasks.RUNNING,
                     attempt=claimed.attempt,
-                    progress=0,
+                    progress=None,  # API.md: null until the size is known
                     bytes_done=0,
                     bytes_total=None,
                     error_code=None,
@@ -584,7 +584,7 @@ async def _fail_or_retry(
                 resources.topology,
                 task_id,
                 tasks.RUNNING,
-                progress=0,
+                progress=None,
                 bytes_done=0,
                 bytes_total=None,
             ):

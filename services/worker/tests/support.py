@@ -163,8 +163,8 @@ async def create_task(
     async with pool.acquire() as con, con.transaction():
         await credits.ensure_account(con, user_id, SIGNUP_CREDITS)
         row = await con.fetchrow(
-            """INSERT INTO media.tasks (id, user_id, source_url, cost, progress)
-               VALUES ($1, $2, $3, $4, 0) RETURNING *""",
+            """INSERT INTO media.tasks (id, user_id, source_url, cost)
+               VALUES ($1, $2, $3, $4) RETURNING *""",
             task_id,
             user_id,
             url,
@@ -246,6 +246,11 @@ async def collect_until(queue: AbstractQueue, status: str) -> list[TaskEvent]:
             if received[-1].task.status == status:
                 return received
     raise AssertionError("the event stream ended")
+
+
+def progress_unknown_without_size(history: list[asyncpg.Record]) -> bool:
+    """API.md: ``progress`` is null whenever ``bytes_total`` is."""
+    return all(e["task"]["progress"] is None for e in history if e["task"]["bytes_total"] is None)
 
 
 async def at_least(value: Callable[[], float], expected: float) -> bool:

@@ -88,7 +88,8 @@ async def test_a_task_is_streamed_to_storage_and_succeeds(
     assert statuses[:2] == ["queued", "running"]
     assert statuses[-1] == "succeeded"
     assert set(statuses[2:-1]) <= {"running"}
-    progress = [e["task"]["progress"] for e in history[1:]]
+    assert history[1]["task"]["progress"] is None  # claimed, the size not known yet
+    progress = [e["task"]["progress"] for e in history[2:]]
     assert progress == sorted(progress)
     assert any(e["task"]["bytes_total"] == len(media) for e in history[1:-1])
     assert history[-1]["task"]["result"] == {

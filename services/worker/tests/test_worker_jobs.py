@@ -48,6 +48,7 @@ from services.worker.tests.support import (
     ledger,
     open_uploads,
     own_namespace,
+    progress_unknown_without_size,
     publish,
     remove_stored,
     running,
@@ -108,6 +109,7 @@ async def test_an_overloaded_source_is_retried_after_its_retry_after_until_it_an
     attempts = [e["task"]["attempt"] for e in history if e["status"] == "running"]
     assert attempts == sorted(attempts)
     assert {1, 2, 3} <= set(attempts)  # each new attempt is a running→running change
+    assert progress_unknown_without_size(history)  # each retry forgets the size too
     assert [e["status"] for e in history][-1] == "succeeded"
     assert await ledger(db_pool, task.task_id) == [("charge", -TASK_COST)]
     assert await stored_keys(s3, worker.settings.s3_bucket, task.prefix) == [f"{task.prefix}3"]
@@ -230,6 +232,8 @@ async def test_permanent_failures_fail_at_once_and_are_refunded(
         ]
         assert await stored_keys(s3, worker.settings.s3_bucket, task.prefix) == []
         assert await open_uploads(s3, worker.settings.s3_bucket, task.prefix) == []
+        # Most end before any size is known, and then without a progress.
+        assert progress_unknown_without_size(await events(db_pool, task.task_id)), label
     assert counted("worker_retries_total", code="source_http_error") == retries
 
 
@@ -287,6 +291,36 @@ async def test_progress_is_written_at_most_every_interval_and_every_percent(
         history[1]["task"]["updated_at"]
     )
     assert len(updates) <= span.total_seconds() / worker.settings.progress_interval_seconds + 1
+    await remove_stored(s3, worker.settings.s3_bucket, task)
+
+
+async def test_progress_is_null_while_the_size_is_unknown(
+    worker: Worker,
+    submit: Submit,
+    origin: Origin,
+    db_pool: asyncpg.Pool,
+    s3: Any,
+    make_mp4: MakeMedia,
+) -> None:
+    media = make_mp4(4 * MIB)
+
+    async def unannounced(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()  # no Content-Length: chunked
+        await response.prepare(request)
+        for start in range(0, len(media), 256 * 1024):
+            await response.write(media[start : start + 256 * 1024])
+            await asyncio.sleep(0.03)
+        return response
+
+    task = await submit(origin.add(unannounced))
+    row = await finished(db_pool, task.task_id)
+    assert row["status"] == "succeeded"
+    assert (row["progress"], row["bytes_total"]) == (100, len(media))
+    history = await events(db_pool, task.task_id)
+    updates = [e["task"] for e in history if e["status"] == "running"]
+    assert len(updates) >= 3  # the claim and progress updates, all without a size
+    assert {(t["progress"], t["bytes_total"]) for t in updates} == {(None, None)}
+    assert updates[-1]["bytes_done"] > 0
     await remove_stored(s3, worker.settings.s3_bucket, task)
 
 
