@@ -16,6 +16,7 @@ from mediaflow_worker.egress import parse_cidrs
 MIN_PART_BYTES = 5 * MIB
 MIN_UPLOAD_PART_BYTES = 8 * MIB
 MAX_COPY_BYTES = 5 * 1024 * MIB
+_DELAY_QUEUES = ", ".join(f"{ms / 1000:g}" for ms in RETRY_DELAYS_MS)
 
 
 class WorkerSettings(ServiceSettings, S3Settings):
@@ -86,15 +87,23 @@ class WorkerSettings(ServiceSettings, S3Settings):
     retry_base_delay_seconds: float = Field(
         2.0,
         gt=0,
-        description="Backoff before the second attempt; it doubles per attempt, with jitter",
+        description=(
+            "Backoff before the second attempt, doubling per attempt: after attempt n the wait "
+            "is drawn between half and all of this × 2^(n-1) (at most "
+            "RETRY_MAX_DELAY_SECONDS), then served by one of the broker's fixed delay queues "
+            f"({_DELAY_QUEUES} s), the one below or above it at random so that the mean is "
+            "the wait drawn. With the defaults the four retries wait 1 or 2 s, 2 or 5 s, "
+            "2, 5 or 10 s, and 5, 10 or 30 s"
+        ),
     )
     retry_max_delay_seconds: float = Field(
         600,
         gt=0,
         le=RETRY_DELAYS_MS[-1] / 1000,
         description=(
-            "Longest backoff; a source whose Retry-After asks for more fails at once "
-            "instead of holding the task"
+            "Longest backoff, at most the longest delay queue; a source's Retry-After is "
+            "waited rounded up to the next delay queue, and one asking for more than this "
+            "fails at once instead of holding the task"
         ),
     )
     lease_seconds: float = Field(

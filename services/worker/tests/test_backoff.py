@@ -8,6 +8,7 @@ import pytest
 
 from mediaflow_libs.amqp import RETRY_DELAYS_MS
 from mediaflow_worker.backoff import backoff_seconds, delay_queue_ms, parse_retry_after
+from mediaflow_worker.settings import WorkerSettings
 
 
 def test_backoff_doubles_per_attempt_with_jitter_in_its_upper_half() -> None:
@@ -51,3 +52,23 @@ def test_retry_after_is_read_as_seconds_or_as_a_date() -> None:
     assert parse_retry_after(past, now=now) == 0
     for unusable in (None, "", "soon", "-5", "1.5", "\u00b2", "\u0663"):
         assert parse_retry_after(unusable, now=now) is None
+
+
+def test_the_default_retries_wait_what_the_readme_says() -> None:
+    fields = WorkerSettings.model_fields
+    base = fields["retry_base_delay_seconds"].default
+    cap = fields["retry_max_delay_seconds"].default
+    rng = random.Random(5)
+    # The delay queues each retry (after attempt 1, 2, 3, 4) may land in.
+    expected = {
+        1: {1_000, 2_000},
+        2: {2_000, 5_000},
+        3: {2_000, 5_000, 10_000},
+        4: {5_000, 10_000, 30_000},
+    }
+    assert len(expected) == fields["retry_max_attempts"].default - 1
+    for attempt, queues in expected.items():
+        waits = {
+            delay_queue_ms(backoff_seconds(attempt, base, cap, rng), 0, rng) for _ in range(5000)
+        }
+        assert waits == queues, attempt
