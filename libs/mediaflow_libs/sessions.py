@@ -7,6 +7,7 @@ answer (down, slow, breaker open) the answer is 503 ``auth_unavailable``.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import math
 import time
@@ -189,6 +190,8 @@ class SessionClient:
         self._cache_seconds = cache_seconds
         # credential digest -> (identity, monotonic expiry); only valid answers are kept.
         self._cache: dict[str, tuple[Identity, float]] = {}
+        self._asking: dict[str, asyncio.Future[Identity]] = {}  # digest -> check under way
+        self._revocations = 0  # revocation announcements received so far
 
     @classmethod
     def from_settings(
@@ -207,7 +210,18 @@ class SessionClient:
     async def aclose(self) -> None:
         await self._http.aclose()
 
+    def _done_asking(self, digest: str) -> Callable[[asyncio.Future[Identity]], None]:
+        def done(asking: asyncio.Future[Identity]) -> None:
+            if self._asking.get(digest) is asking:
+                del self._asking[digest]
+            if not asking.cancelled():
+                asking.exception()  # retrieved, even when every caller has gone
+
+        return done
+
     def forget(self, revoked: CredentialRevoked) -> None:
+        self._revocations += 1
+        self._asking.clear()  # checks under way may predate the revocation: ask afresh
         if revoked.credential_sha256:
             self._cache.pop(revoked.credential_sha256, None)
         if revoked.user_id:
@@ -215,6 +229,8 @@ class SessionClient:
                 self._cache.pop(key, None)
 
     def forget_all(self) -> None:
+        self._revocations += 1
+        self._asking.clear()
         self._cache.clear()
 
     async def verify(self, credential: str) -> Identity:
@@ -223,9 +239,20 @@ class SessionClient:
         if cached and cached[1] > time.monotonic():
             SESSION_CHECKS.labels("cached").inc()
             return cached[0]
-        identity = await self._ask_auth(credential)
+        # Requests of one session that arrive together (a cache entry just expired) share
+        # one question to auth instead of each asking it.
+        asking = self._asking.get(digest)
+        if asking is None:
+            asking = asyncio.create_task(self._ask_auth(credential))
+            self._asking[digest] = asking
+            asking.add_done_callback(self._done_asking(digest))
+        else:
+            SESSION_CHECKS.labels("joined").inc()
+        revocations_seen = self._revocations
+        identity = await asyncio.shield(asking)
         lifetime = min(self._cache_seconds, _seconds_left(identity.expires_at))
-        if lifetime > 0:
+        # An answer given before a revocation arrived is used once, never kept.
+        if lifetime > 0 and revocations_seen == self._revocations:
             if len(self._cache) > _CACHE_LIMIT:
                 self._cache.clear()  # crude but bounded; entries are cheap to refill
             self._cache[digest] = (identity, time.monotonic() + lifetime)
