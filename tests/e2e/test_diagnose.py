@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+from pathlib import Path
+
 from conftest import serving
 from devstack import stack
 from mediaflow_auth.app import create_app as create_auth
@@ -66,3 +71,41 @@ async def test_diagnose_names_a_cookie_that_cannot_reach_the_browser(infra) -> N
     assert "PUBLIC_URL is the URL in use" in failed
     # The cookie is named and flagged for https, which this http URL never sends back.
     assert "Secure over http" in failed["session cookie reaches the browser"]
+
+
+def _run_diagnose(config: stack.StackConfig, *services: str) -> subprocess.CompletedProcess[str]:
+    """The `mediaflow diagnose --json` command, as an operator runs it."""
+    arguments = [f"--service={name}={url}" for name, url in _services(config).items()]
+    arguments += [f"--service={service}" for service in services]
+    return subprocess.run(
+        [
+            str(Path(sys.executable).parent / "mediaflow"),  # the workspace's console script
+            "--url",
+            config.public_url,
+            "diagnose",
+            "--json",
+            "--database-url",
+            config.database_url,
+            *arguments,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_the_command_exits_zero_when_healthy_and_one_naming_the_failure(
+    running_stack: stack.StackConfig,
+) -> None:
+    healthy = _run_diagnose(running_stack)
+    assert healthy.returncode == 0, healthy.stdout + healthy.stderr
+    report = json.loads(healthy.stdout)
+    assert report["ok"] is True and all(check["ok"] for check in report["checks"])
+
+    # A notifier nobody answers for: the command says which check failed, and exits 1.
+    broken = _run_diagnose(running_stack, f"notifier=http://127.0.0.1:{stack.free_port()}")
+    assert broken.returncode == 1, broken.stdout + broken.stderr
+    failed = {c["name"]: c for c in json.loads(broken.stdout)["checks"] if not c["ok"]}
+    assert any("notifier" in check["detail"] for check in failed.values()), failed
+    assert all(check["fix"] for check in failed.values()), failed
