@@ -51,7 +51,9 @@ def create_app() -> Litestar:
             app.state.pool = opened
             yield
 
-    return Litestar(route_handlers=[insert], lifespan=[pool], openapi_config=None)
+    return Litestar(
+        route_handlers=[insert], lifespan=[pool], openapi_config=None, logging_config=None
+    )
 
 
 if __name__ == "__main__":

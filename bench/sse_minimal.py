@@ -69,7 +69,9 @@ async def _emit(rate: int, total: int) -> None:
 def main() -> None:
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    app = Litestar(route_handlers=[events, clients, burst], openapi_config=None)
+    app = Litestar(
+        route_handlers=[events, clients, burst], openapi_config=None, logging_config=None
+    )
     uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning", access_log=False)
 
 

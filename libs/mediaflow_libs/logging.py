@@ -51,5 +51,18 @@ def configure_logging(
     )
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(service=service)
-    # Libraries that log through the standard library end up in the same stream.
-    logging.basicConfig(stream=sys.stdout, level=max(numeric_level, logging.WARNING), force=True)
+    # Libraries that log through the standard library (warnings and worse) end up in the same
+    # stream, rendered the same way: a JSON log has no plain-text lines in it.
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[
+                structlog.contextvars.merge_contextvars,
+                structlog.stdlib.add_logger_name,
+                structlog.processors.add_log_level,
+                structlog.processors.TimeStamper(fmt="iso", utc=True),
+            ],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *renderers],
+        )
+    )
+    logging.basicConfig(handlers=[handler], level=max(numeric_level, logging.WARNING), force=True)

@@ -3,6 +3,9 @@ passwords, tokens and keys as often as anything else."""
 
 from __future__ import annotations
 
+import json
+import logging
+
 import pytest
 import structlog
 
@@ -31,3 +34,26 @@ def test_an_exception_is_logged_without_its_locals(
     assert "request.unhandled_error" in out
     assert "_fail_holding" in out  # a traceback was logged
     assert secret not in out
+
+
+def test_standard_library_records_are_json_lines_too(capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging("test", "info", "json", cache_loggers=False)
+    try:
+        structlog.contextvars.bind_contextvars(request_id="r-1")
+        logging.getLogger("some.library").info("chatter below WARNING is dropped")
+        logging.getLogger("some.library").warning("connection lost, retrying")
+    finally:
+        structlog.contextvars.clear_contextvars()
+        structlog.reset_defaults()
+        logging.basicConfig(force=True)
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.strip()]
+    assert lines == [
+        {
+            "event": "connection lost, retrying",
+            "logger": "some.library",
+            "level": "warning",
+            "service": "test",
+            "request_id": "r-1",
+            "timestamp": lines[0]["timestamp"],
+        }
+    ]

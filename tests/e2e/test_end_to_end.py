@@ -110,3 +110,15 @@ async def test_internal_routes_are_not_reachable_through_the_ingress(
     assert response.status_code == 404
     assert response.headers["content-type"].startswith("application/problem+json")
     assert response.json()["code"] == "not_found"
+
+
+def test_every_line_the_services_log_is_json(running_stack: stack.StackConfig) -> None:
+    """Log pipelines parse one JSON object per line: a library's plain-text line (Litestar's
+    own logging, a warning from the standard library) would break them. Run after the jobs
+    above, so the logs hold requests, jobs and events."""
+    for service in stack.SERVICES:
+        lines = (running_stack.run_dir / "logs" / f"{service}.log").read_text().splitlines()
+        assert lines, f"{service} logged nothing"
+        for line in lines:
+            entry = json.loads(line)  # fails, naming the line, on anything but JSON
+            assert entry["service"] == service, line

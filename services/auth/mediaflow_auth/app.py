@@ -361,6 +361,9 @@ def create_app(settings: AuthSettings | None = None) -> Litestar:
 
     return around_routing(
         Litestar(
+            # Our logging (structlog, JSON): Litestar would put the root logger at INFO
+            # with a plain-text format of its own, mixing text lines into the JSON stream.
+            logging_config=None,
             route_handlers=[
                 sign_up,
                 sign_in,

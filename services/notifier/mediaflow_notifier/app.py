@@ -141,6 +141,9 @@ def create_app(settings: NotifierSettings | None = None) -> Litestar:
 
     return around_routing(
         Litestar(
+            # Our logging (structlog, JSON): Litestar would put the root logger at INFO
+            # with a plain-text format of its own, mixing text lines into the JSON stream.
+            logging_config=None,
             route_handlers=[sse.events, *health_routes(readiness, settings)],
             lifespan=[database, broker, fanout, heartbeat, sessions, end_streams_on_stop_signal],
             state=State({"resources": resources}),
