@@ -308,50 +308,53 @@ class Submitter:
     async def _write_batch(self, batch: list[tuple[_Prepared, asyncio.Future[Submission]]]) -> None:
         batch.sort(key=lambda entry: entry[0].lock_order)
         SUBMISSION_BATCH_SIZE.observe(len(batch))
+        outcomes: list[Submission] | list[BaseException]
         try:
             async with self._pool.acquire() as con:
-                answers = await self._submit_all(con, [prepared for prepared, _ in batch])
-        except asyncpg.PostgresError as exc:
-            # The database refused the statement, so nothing of it was written. One
-            # submission's fault must not fail the others: each is tried on its own.
+                outcomes = await self._submit_all(con, [prepared for prepared, _ in batch])
+        except _Refused as refused:
+            # Nothing of the batch was written. One submission's fault must not fail the
+            # others: each is tried on its own.
             if len(batch) > 1:
                 for entry in batch:
                     await self._write_batch([entry])
                 return
-            _settle(batch[0][1], exc)
-            return
-        except Exception as exc:  # every waiting caller gets the failure
-            # Whether it was written is unknown (the connection went away): not retried,
-            # exactly as a single submission's failure would not be.
-            for _, answer in batch:
-                _settle(answer, exc)
-            return
-        for (_, answer), submission in zip(batch, answers, strict=True):
-            _settle(answer, submission)
+            outcomes = [refused.error]
+        except Exception as exc:
+            # Whether it was written is unknown (the connection went away, the server shut
+            # down): not retried, exactly as a single submission's failure would not be.
+            outcomes = [exc] * len(batch)
+        for (_, answer), outcome in zip(batch, outcomes, strict=True):
+            _settle(answer, outcome)
 
     async def _submit_all(
         self, con: asyncpg.Connection, batch: list[_Prepared]
     ) -> list[Submission]:
-        rows = await con.fetch(
-            """SELECT item, outcome, retry_after, task_id FROM media.submit_tasks(
-                   $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
-               ORDER BY item""",
-            [p.row for p in batch],
-            [p.snapshot for p in batch],
-            [p.idempotency_key for p in batch],
-            [p.request_hash for p in batch],
-            self._signup_credits,
-            self._submits_per_window,
-            self._window_seconds,
-            self._topology.jobs_exchange,
-            self._topology.job_routing_key(),
-            [p.job_body for p in batch],
-            [p.job_headers for p in batch],
-            self._topology.events_exchange,
-            [p.event_routing_key for p in batch],
-            [p.event_task_field for p in batch],
-            _EVENT_HEADERS,
-        )
+        try:
+            rows = await con.fetch(
+                """SELECT item, outcome, retry_after, task_id FROM media.submit_tasks(
+                       $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+                   ORDER BY item""",
+                [p.row for p in batch],
+                [p.snapshot for p in batch],
+                [p.idempotency_key for p in batch],
+                [p.request_hash for p in batch],
+                self._signup_credits,
+                self._submits_per_window,
+                self._window_seconds,
+                self._topology.jobs_exchange,
+                self._topology.job_routing_key(),
+                [p.job_body for p in batch],
+                [p.job_headers for p in batch],
+                self._topology.events_exchange,
+                [p.event_routing_key for p in batch],
+                [p.event_task_field for p in batch],
+                _EVENT_HEADERS,
+            )
+        except _MAYBE_COMMITTED:
+            raise
+        except asyncpg.PostgresError as exc:
+            raise _Refused(exc) from exc
         answers = []
         for prepared, row in zip(batch, rows, strict=True):
             outcome: SubmitOutcome = row["outcome"]
@@ -365,6 +368,21 @@ class Submitter:
             else:
                 answers.append(Submission(outcome, retry_after=row["retry_after"]))
         return answers
+
+
+# A statement ended by these may have committed before the server said so.
+_MAYBE_COMMITTED = (
+    asyncpg.exceptions.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+)
+
+
+class _Refused(Exception):
+    """The database refused a statement while running it: it was rolled back, all of it."""
+
+    def __init__(self, error: asyncpg.PostgresError) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 def _settle(answer: asyncio.Future[Submission], outcome: Submission | BaseException) -> None:

@@ -124,3 +124,43 @@ async def test_a_replayed_idempotency_key_in_the_same_batch_gets_the_first_task(
     async with db_pool.acquire() as con:
         assert await credits.balance(con, user) == 9
     await submitter.aclose()
+
+
+async def test_a_batch_cut_off_mid_statement_is_not_written_twice(
+    db_pool: asyncpg.Pool, topology: Topology
+) -> None:
+    """A server that ends the connection may have committed first: those submissions are not
+    tried again one by one (which could create each task twice); their callers get the error."""
+    submitter = _submitter(db_pool, topology)
+    user = await _user_with(db_pool, 10)
+    async with db_pool.acquire() as holder, db_pool.acquire() as admin:
+        held = holder.transaction()
+        await held.start()
+        # The user's event lock, which every submission of theirs takes first.
+        await holder.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended('task_events:' || $1, 0))", user
+        )
+        submitting = asyncio.gather(
+            *(
+                submitter.submit(user_id=user, source_url=f"https://media.example/{n}.mp4")
+                for n in range(3)
+            ),
+            return_exceptions=True,
+        )
+        for _ in range(200):
+            waiting = await admin.fetchval(
+                "SELECT pid FROM pg_stat_activity WHERE wait_event = 'advisory' AND pid <> $1",
+                holder.get_server_pid(),
+            )
+            if waiting:
+                break
+            await asyncio.sleep(0.02)
+        assert waiting, "the batch never waited for the lock"
+        await admin.fetchval("SELECT pg_terminate_backend($1)", waiting)
+        await held.rollback()  # a retry would now go through
+        answers = await submitting
+    assert all(isinstance(answer, Exception) for answer in answers), answers
+    async with db_pool.acquire() as con:
+        assert await con.fetchval("SELECT count(*) FROM media.tasks WHERE user_id = $1", user) == 0
+        assert await credits.balance(con, user) == 10
+    await submitter.aclose()
