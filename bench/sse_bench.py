@@ -508,7 +508,8 @@ def main() -> int:
         database=f"mediaflow_bench_{suffix}",
         amqp_namespace=f"bench-{suffix}",
         ports={"auth": stack.free_port(), "notifier": stack.free_port()},
-        extra_env={"LOG_FORMAT": "json"},
+        # 500 streams per user here (10,000 over 20 users), past the default limit.
+        extra_env={"LOG_FORMAT": "json", "SSE_MAX_STREAMS_PER_USER": "100000"},
     )
     topology = Topology(config.amqp_namespace)
     (config.run_dir / "logs").mkdir(parents=True, exist_ok=True)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 
 import asyncpg
@@ -24,6 +25,8 @@ class Resources:
     fanout: Fanout = field(init=False)
     heartbeat: Heartbeat = field(init=False)
     sessions: SessionClient = field(init=False)
+    # user id -> streams open (or opening) on this process, for the per-user limit
+    streams_per_user: Counter[str] = field(default_factory=Counter)
 
 
 def resources_of(state: State) -> Resources:

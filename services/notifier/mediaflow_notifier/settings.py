@@ -21,3 +21,9 @@ class NotifierSettings(ServiceSettings, SessionCheckSettings):
         ge=1,
         description="Events queued per stream before a client too slow to read them is dropped",
     )
+    sse_max_streams_per_user: int = Field(
+        100,
+        ge=1,
+        description="Event streams one user may hold open on one notifier process at once; "
+        "past it a new one is 429 too_many_streams (each costs memory and a binding)",
+    )

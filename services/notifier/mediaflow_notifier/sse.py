@@ -99,6 +99,14 @@ async def _open(request: Request[Any, Any, Any]) -> EventStream:
             "Live events are unavailable on this server right now; try again shortly.",
             headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER_SECONDS)},
         )
+    if resources.streams_per_user[identity.user_id] >= settings.sse_max_streams_per_user:
+        raise ProblemError(
+            429,
+            "too_many_streams",
+            f"At most {settings.sse_max_streams_per_user} event streams per user at once; "
+            "close one (one stream carries every task).",
+            headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER_SECONDS)},
+        )
     credential = presented_credential(request, settings.public_url)
     digest = credential_digest(credential) if credential else None
     return EventStream(resources, identity.user_id, task_ids, _cursor(request), digest)
@@ -142,6 +150,8 @@ class EventStream:
         self._writer: asyncio.Task[None] | None = None
         self._ping_due = False
         self._ended = False
+        # Counted from here (no await since the limit was checked) until run() ends.
+        resources.streams_per_user[user_id] += 1
 
     async def run(self, receive: Receive, send: Send) -> None:
         """Serve the stream until the client hangs up or the stream is ended."""
@@ -178,6 +188,10 @@ class EventStream:
                 fanout.unsubscribe(self._subscriber)
                 if reason != "error" and self._subscriber.closed_reason is not None:
                     reason = self._subscriber.closed_reason
+            open_streams = self._resources.streams_per_user
+            open_streams[self._user_id] -= 1
+            if open_streams[self._user_id] <= 0:
+                del open_streams[self._user_id]
             CONNECTED_CLIENTS.dec()
             DISCONNECTS.labels(reason).inc()
             log.info(

@@ -19,6 +19,7 @@ from services.notifier.tests.support import (
     notifier_settings,
     open_stream,
     serve_in_process,
+    sign_up,
     wait_for,
 )
 
@@ -258,6 +259,28 @@ async def test_streams_are_counted_and_released_on_disconnect(
         assert await _metric(notifier, "notifier_connected_clients") >= 2
     await wait_for(lambda: fanout.subscriber_count() == before, "the subscribers to go")
     assert await _metric(notifier, 'notifier_disconnects_total{reason="client"}') >= disconnects + 2
+
+
+async def test_a_user_past_the_stream_limit_is_refused_until_one_closes(
+    infra: Any, auth_url: str, alice: User
+) -> None:
+    settings = notifier_settings(infra, auth_url, sse_max_streams_per_user=2)
+    cookie = {"Cookie": f"mf_session={alice.token}"}
+    app = create_app(settings)
+    async with serve_in_process(app) as url:
+        bob = await sign_up(auth_url)
+        async with open_stream(url, alice), open_stream(url, alice):
+            async with httpx.AsyncClient(base_url=url) as client:
+                refused = await client.get("/v1/events", headers=cookie)
+            _assert_problem(refused, 429, "too_many_streams")
+            assert int(refused.headers["retry-after"]) > 0
+            async with open_stream(url, bob):  # another user is not held to alice's count
+                pass
+        # Both closed: there is room again.
+        open_streams = Notifier(url, app).resources.streams_per_user
+        await wait_for(lambda: alice.id not in open_streams, "alice's streams to be released")
+        async with open_stream(url, alice), open_stream(url, alice):
+            pass
 
 
 async def test_readyz_checks_database_and_broker(notifier: Notifier) -> None:
