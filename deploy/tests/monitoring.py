@@ -4,6 +4,7 @@ tests (against the services' registry) and the end-to-end test (against live /me
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,6 +23,14 @@ EXTERNAL_METRICS = {
     "rabbitmq_detailed_queue_messages_unacked": "RabbitMQ's rabbitmq_prometheus plugin, as above",
 }
 HISTOGRAM_SERIES = ("_bucket", "_sum", "_count")
+
+
+def promtool() -> str:
+    """promtool's path. `make deps` installs it (Debian's prometheus package); a test that
+    needs it fails without it rather than passing unchecked."""
+    path = shutil.which("promtool")
+    assert path is not None, "promtool is missing: `make deps` installs Debian's prometheus"
+    return path
 
 
 def metric_names(expr: str) -> set[str]:

@@ -30,6 +30,7 @@ from deploy.tests.monitoring import (
     EXTERNAL_METRICS,
     dashboard_exprs,
     metric_names,
+    promtool,
     substitute_grafana_variables,
 )
 
@@ -994,12 +995,9 @@ def test_alerts_with_promtool(chart: helm_python.Chart, tmp_path: Path) -> None:
     for group in spec["groups"]:
         for alert in group["rules"]:
             metric_names(alert["expr"])
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        return
     for args in (["check", "rules", "rules.yaml"], ["test", "rules", "alerts_test.yaml"]):
         result = subprocess.run(
-            [promtool, *args], cwd=tmp_path, capture_output=True, text=True, timeout=120
+            [promtool(), *args], cwd=tmp_path, capture_output=True, text=True, timeout=120
         )
         assert result.returncode == 0, result.stdout + result.stderr
 

@@ -4,13 +4,12 @@ stack `make run` starts, and loads the chart's own alert rules."""
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
 import yaml
 
+from deploy.tests.monitoring import promtool
 from devstack import observe, stack
 
 
@@ -33,11 +32,8 @@ def test_observe_scrapes_the_local_stack_with_the_chart_rules(tmp_path: Path) ->
     assert f'namespace="{observe.NAMESPACE}"' in alerts["MediaflowTargetDown"]
     assert all(re.fullmatch(pattern, f"mediaflow-{s}") for s in stack.SERVICES)
 
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        pytest.skip("promtool (Debian's prometheus package) is not installed")
     result = subprocess.run(
-        [promtool, "check", "config", str(tmp_path / "prometheus.yml")],
+        [promtool(), "check", "config", str(tmp_path / "prometheus.yml")],
         capture_output=True,
         text=True,
         timeout=60,

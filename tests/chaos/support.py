@@ -43,27 +43,19 @@ REPORTS: list[str] = []
 
 
 def report(
-    scenario: str,
-    *,
-    tasks: int,
-    lost: int,
-    double_charged: int,
-    duplicates: int,
-    false_401s: int,
-    missed_events: int,
-    **extra: object,
+    scenario: str, counts: Tally, *, false_401s: int, missed_events: int, **extra: object
 ) -> None:
     """The test's counts on one line: the six every scenario is held to, then its own."""
-    counts = {
-        "tasks": tasks,
-        "lost": lost,
-        "double_charged": double_charged,
-        "duplicates": duplicates,
+    line_counts = {
+        "tasks": len(counts.task_ids),
+        "lost": counts.lost,
+        "double_charged": counts.money.double_charged,
+        "duplicates": counts.duplicates,
         "false_401s": false_401s,
         "missed_events": missed_events,
         **extra,
     }
-    line = f"CHAOS {scenario}: " + " ".join(f"{key}={value}" for key, value in counts.items())
+    line = f"CHAOS {scenario}: " + " ".join(f"{k}={v}" for k, v in line_counts.items())
     REPORTS.append(line)
     print(f"\n{line}")
 

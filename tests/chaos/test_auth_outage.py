@@ -141,10 +141,7 @@ async def test_an_auth_outage_is_never_a_401_and_passes_within_5_s(
     by_service = collections.Counter((o.service, o.status) for o in outcomes)
     report(
         "auth-outage",
-        tasks=len(task_owner),
-        lost=counts.lost,
-        double_charged=counts.money.double_charged,
-        duplicates=counts.duplicates,
+        counts,
         false_401s=false_401,
         missed_events=stream_check.missed,
         outages=outages,

@@ -129,10 +129,7 @@ def _report_and_check(
     false_401 = false_401s((), watchers)
     report(
         scenario,
-        tasks=len(counts.task_ids),
-        lost=counts.lost,
-        double_charged=counts.money.double_charged,
-        duplicates=counts.duplicates,
+        counts,
         false_401s=false_401,
         missed_events=check.missed,
         clients=len(watchers),

@@ -129,10 +129,7 @@ async def test_services_reconnect_after_a_database_restart(
     false_401 = false_401s((o.status for o in outcomes), watchers)
     report(
         "postgres-restart",
-        tasks=len(task_owner),
-        lost=counts.lost,
-        double_charged=counts.money.double_charged,
-        duplicates=counts.duplicates,
+        counts,
         false_401s=false_401,
         missed_events=stream_check.missed,
         restarts=restarts,

@@ -110,10 +110,7 @@ async def test_tasks_survive_killed_workers_and_a_broker_restart(
     false_401 = false_401s(refused.elements(), watchers)
     report(
         "worker-kills",
-        tasks=len(task_owner),
-        lost=counts.lost,
-        double_charged=money.double_charged,
-        duplicates=counts.duplicates,
+        counts,
         false_401s=false_401,
         missed_events=stream_check.missed,
         succeeded=by_status["succeeded"],
