@@ -3,6 +3,7 @@ reading JSON bodies safely, and running under uvicorn."""
 
 from __future__ import annotations
 
+import gc
 import json
 import re
 import sys
@@ -92,7 +93,18 @@ def around_routing(app: Litestar, *, answer_head: bool = True) -> Litestar:
     if answer_head:
         routed = _head_as_get(routed)
     app.asgi_handler = request_context_middleware(routed)
+    # After the lifespan managers: what they opened belongs to the startup heap too.
+    app.on_startup.append(freeze_startup_objects)
     return app
+
+
+def freeze_startup_objects() -> None:
+    """Move every object alive after start-up (modules, the app, pools) out of the cyclic
+    collector's reach. They live as long as the process, yet each full collection walked all
+    of them: on the gateway that was a 150-200 ms pause, every request of the moment stuck
+    behind it (its p99). Garbage is collected first, so only live objects are frozen."""
+    gc.collect()
+    gc.freeze()
 
 
 def _operator_paths_exact(routed: ASGIApp) -> ASGIApp:
