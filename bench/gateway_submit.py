@@ -16,6 +16,12 @@ Each round runs the bare endpoint, then the gateway, then waits until the gatewa
 is empty (so the relay's leftover work never runs during the next round's baseline). The
 bench passes when the median round's gateway throughput is at least ``--ratio`` of the bare
 endpoint's, every response was 2xx, and every accepted task's job reached the jobs queue.
+
+Beside each server's own CPU (and its PostgreSQL backends') per request, the table shows the
+whole machine: the share of all cores busy during the round, and the CPU every process spent
+per request (the gateway's until its outbox is empty: its relay's publishing, RabbitMQ's and
+PostgreSQL's part of it). Where the machine is the limit, the throughput ratio follows the
+inverse ratio of that last column.
 """
 
 from __future__ import annotations
@@ -223,6 +229,33 @@ def cpu_seconds(pids: list[int]) -> tuple[float, float]:
     return spent[0], sum(spent[1:])
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds every core of the machine spent on anything but idling (all processes:
+    servers, PostgreSQL, RabbitMQ, wrk, the kernel)."""
+    times = psutil.cpu_times()
+    return sum(times) - times.idle - getattr(times, "iowait", 0.0)
+
+
+@dataclass(frozen=True)
+class MachineLoad:
+    busy: float  # share of all cores busy during the round
+    ms_per_request: float  # machine CPU per request, until the outbox is empty
+
+
+def machine_load(
+    busy_before: float,
+    busy_after_round: float,
+    busy_after_drain: float,
+    seconds: float,
+    requests: int,
+) -> MachineLoad:
+    cores = psutil.cpu_count() or 1
+    return MachineLoad(
+        (busy_after_round - busy_before) / (seconds * cores),
+        (busy_after_drain - busy_before) * 1000 / requests,
+    )
+
+
 def per_request(before: tuple[float, float], after: tuple[float, float], requests: int) -> str:
     """CPU ms per request as ``server + database``."""
     server, database = ((a - b) * 1000 / requests for a, b in zip(after, before, strict=True))
@@ -309,6 +342,7 @@ def main() -> int:
     # CPU seconds per request of the server process and its PostgreSQL backends (the
     # gateway's include the relay's work until the outbox is empty).
     cpu: dict[str, list[str]] = {"bare": [], "gateway": []}
+    machine: dict[str, list[MachineLoad]] = {"bare": [], "gateway": []}
     try:
         asyncio.run(create_database_if_missing(config.database_url))
         asyncio.run(apply_migrations(config.database_url))
@@ -336,17 +370,31 @@ def main() -> int:
             }
             for number in range(args.rounds):
                 last = number == args.rounds - 1
-                before = cpu_seconds(watched["bare"])
+                before, busy = cpu_seconds(watched["bare"]), machine_busy_seconds()
                 bare_load = wrk(bare_url, cookies, args.connections, args.seconds, work)
                 cpu["bare"].append(
                     per_request(before, cpu_seconds(watched["bare"]), bare_load.requests)
                 )
-                before = cpu_seconds(watched["gateway"])
+                after = machine_busy_seconds()
+                machine["bare"].append(
+                    machine_load(busy, after, after, bare_load.seconds, bare_load.requests)
+                )
+                before, busy = cpu_seconds(watched["gateway"]), machine_busy_seconds()
                 with profiled(gateway_pid, args.profile if last else None, args.seconds):
                     gateway_load = wrk(gateway_url, cookies, args.connections, args.seconds, work)
+                after_round = machine_busy_seconds()
                 drain = asyncio.run(drain_seconds(config.database_url))
                 cpu["gateway"].append(
                     per_request(before, cpu_seconds(watched["gateway"]), gateway_load.requests)
+                )
+                machine["gateway"].append(
+                    machine_load(
+                        busy,
+                        after_round,
+                        machine_busy_seconds(),
+                        gateway_load.seconds,
+                        gateway_load.requests,
+                    )
                 )
                 rounds.append((bare_load, gateway_load, drain))
         accepted, queued = asyncio.run(accepted_and_queued(config.database_url, topology))
@@ -380,6 +428,8 @@ def main() -> int:
         "failed (bare / gw)",
         "outbox drained after",
         "CPU ms/req, server + db (bare / gw)",
+        "machine busy (bare / gw)",
+        "machine CPU ms/req (bare / gw)",
     )
     rows = [
         (
@@ -392,6 +442,8 @@ def main() -> int:
             f"{b.failed} / {g.failed}",
             f"{drain:.1f} s",
             f"{cpu['bare'][n]} / {cpu['gateway'][n]}",
+            f"{machine['bare'][n].busy:.0%} / {machine['gateway'][n].busy:.0%}",
+            f"{machine['bare'][n].ms_per_request:.2f} / {machine['gateway'][n].ms_per_request:.2f}",
         )
         for n, (b, g, drain) in enumerate(rounds)
     ]
