@@ -5,6 +5,7 @@ after the broker confirmed it. Several relays may run at once (``SKIP LOCKED``).
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -17,6 +18,8 @@ from prometheus_client import Counter, Gauge, Histogram
 log = structlog.get_logger(__name__)
 
 NOTIFY_CHANNEL = "media_outbox"
+# How long rows for an exchange found missing wait before it is looked for again.
+MISSING_EXCHANGE_RETRY_SECONDS = 30.0
 
 OUTBOX_PUBLISHED = Counter("outbox_published_total", "Outbox messages confirmed by the broker")
 OUTBOX_PUBLISH_FAILURES = Counter("outbox_publish_failures_total", "Failed outbox relay rounds")
@@ -61,6 +64,12 @@ class OutboxRelay:
         self._poll_interval = poll_interval
         self._batch_size = batch_size
         self._wake = asyncio.Event()
+        # A publish to an exchange that does not exist closes the channel, failing the whole
+        # batch; rows for one (a namespace renamed, a topology deleted) would stop every row
+        # behind them, round after round. Each exchange is looked up once before its first
+        # publish; the rows of a missing one wait, kept, while the others go on.
+        self._existing: set[str] = {""}  # "" is the default exchange, always there
+        self._missing: dict[str, float] = {}  # exchange -> when to look for it again
 
     async def run(self) -> None:
         """Publish until cancelled; recovers on its own from database or broker outages."""
@@ -103,16 +112,26 @@ class OutboxRelay:
         """Publish one batch and delete the rows the broker confirmed; returns how many. A
         row that is returned (a mandatory message no queue took) or nacked stays for the
         next round; a closed channel fails the round after the deletion."""
+        now = time.monotonic()
+        self._missing = {name: at for name, at in self._missing.items() if at > now}
         async with self._pool.acquire() as con, con.transaction():
             rows = await con.fetch(
                 """SELECT id, exchange, routing_key, body, headers, mandatory,
                           extract(epoch FROM clock_timestamp() - created_at) AS age
-                   FROM media.outbox ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED""",
+                   FROM media.outbox WHERE exchange <> ALL($2::text[])
+                   ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED""",
                 self._batch_size,
+                list(self._missing),
             )
             OUTBOX_BACKLOG.set(len(rows))
             if not rows:
                 return 0
+            missing = await self._look_up_exchanges({row["exchange"] for row in rows})
+            if missing:
+                # Taken out of this batch; the next one is selected without them.
+                rows = [row for row in rows if row["exchange"] not in missing]
+                if not rows:
+                    return self._batch_size  # go on at once with the rows behind them
             # All in flight at once, their confirms awaited together. The channel writes
             # them in id order (publishes queue for its lock first come, first served), so
             # the events of one task reach the broker in order.
@@ -144,9 +163,36 @@ class OutboxRelay:
                 error=repr(failures[0]),
             )
             if channel.is_closed:
+                # An exchange may have gone since it was looked up: look again next time.
+                self._existing = {""}
                 raise failures[0]
         # Less than a full batch, so the relay waits before it tries the failures again.
         return len(confirmed)
+
+    async def _look_up_exchanges(self, names: set[str]) -> set[str]:
+        """Of ``names``, those that do not exist (now waiting, logged); the others are
+        remembered as existing."""
+        missing = set()
+        for name in names - self._existing:
+            channel = await self._connection.channel()
+            try:
+                await channel.get_exchange(name, ensure=True)  # a passive declare
+            except aiormq.exceptions.ChannelNotFoundEntity:
+                missing.add(name)
+                self._missing[name] = time.monotonic() + MISSING_EXCHANGE_RETRY_SECONDS
+                log.warning(
+                    "outbox.exchange_missing",
+                    exchange=name,
+                    retry_seconds=MISSING_EXCHANGE_RETRY_SECONDS,
+                    hint="its rows wait in the outbox; declare the exchange (start a service "
+                    "of that AMQP_NAMESPACE) or delete them",
+                )
+            else:
+                self._existing.add(name)
+            finally:
+                if not channel.is_closed:
+                    await channel.close()
+        return missing
 
     @staticmethod
     async def _publish(channel: aiormq.abc.AbstractChannel, row: asyncpg.Record) -> None:

@@ -93,18 +93,7 @@ def around_routing(app: Litestar, *, answer_head: bool = True) -> Litestar:
     if answer_head:
         routed = _head_as_get(routed)
     app.asgi_handler = request_context_middleware(routed)
-    # After the lifespan managers: what they opened belongs to the startup heap too.
-    app.on_startup.append(freeze_startup_objects)
     return app
-
-
-def freeze_startup_objects() -> None:
-    """Move every object alive after start-up (modules, the app, pools) out of the cyclic
-    collector's reach. They live as long as the process, yet each full collection walked all
-    of them: on the gateway that was a 150-200 ms pause, every request of the moment stuck
-    behind it (its p99). Garbage is collected first, so only live objects are frozen."""
-    gc.collect()
-    gc.freeze()
 
 
 def _operator_paths_exact(routed: ASGIApp) -> ASGIApp:
@@ -254,6 +243,20 @@ def internal_routes_on_their_own_port(app: Litestar, internal_port: int) -> Lite
     return app
 
 
+class FreezingServer(uvicorn.Server):
+    """uvicorn's server that, once the app has started (its lifespan done), moves every object
+    then alive (modules, the app, pools) out of the cyclic collector's reach. They live as long
+    as the process, yet each full collection walked all of them: on the gateway that was a
+    150-200 ms pause, every request of the moment stuck behind it (its p99). Garbage is
+    collected first, so only live objects are frozen. A process that serves does this; apps a
+    test runs in its own process do not."""
+
+    async def startup(self, sockets: list[Any] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        gc.collect()
+        gc.freeze()
+
+
 def serve(app_factory: str, settings: ServiceSettings, *, internal_port: int | None = None) -> None:
     """Run an app factory (``module:function``) under uvicorn with our logging, on
     ``settings.port`` and, when given, on ``internal_port`` too (one process, one app)."""
@@ -271,13 +274,13 @@ def serve(app_factory: str, settings: ServiceSettings, *, internal_port: int | N
         ],
         "timeout_graceful_shutdown": 10,
     }
-    if internal_port is None:
-        uvicorn.run(app_factory, **options)
-        return
     config = uvicorn.Config(app_factory, **options)
-    # uvicorn binds one address; a second Config binds the internal one the same way.
-    internal = uvicorn.Config(app_factory, **(options | {"port": internal_port}))
-    server = uvicorn.Server(config)
-    server.run(sockets=[config.bind_socket(), internal.bind_socket()])
+    server = FreezingServer(config)
+    if internal_port is None:
+        server.run()
+    else:
+        # uvicorn binds one address; a second Config binds the internal one the same way.
+        internal = uvicorn.Config(app_factory, **(options | {"port": internal_port}))
+        server.run(sockets=[config.bind_socket(), internal.bind_socket()])
     if not server.started:
         sys.exit(STARTUP_FAILURE)  # as uvicorn.run does

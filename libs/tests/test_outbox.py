@@ -96,6 +96,58 @@ async def test_relay_deletes_each_confirmed_row_and_keeps_a_returned_one(
         assert await queue.get(fail=False) is None
 
 
+async def test_rows_for_a_missing_exchange_wait_without_holding_up_the_others(
+    infra,
+    private_pool: asyncpg.Pool,  # type: ignore[no-untyped-def]
+) -> None:
+    gone = f"{infra.amqp_namespace}.outbox-gone-{secrets.token_hex(3)}"  # never declared
+    exchange_name = f"{infra.amqp_namespace}.outbox-test-{secrets.token_hex(3)}"
+    connection = await aio_pika.connect_robust(infra.amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        exchange = await channel.declare_exchange(exchange_name, auto_delete=True)
+        queue = await channel.declare_queue(exclusive=True)
+        await queue.bind(exchange, routing_key="routed")
+        async with private_pool.acquire() as con:
+            # More rows for the missing exchange than a batch holds, all ahead of the others.
+            for n, target in enumerate([gone, gone, gone, exchange_name, gone, exchange_name]):
+                await outbox.enqueue(
+                    con,
+                    exchange=target,
+                    routing_key="routed" if target == exchange_name else "lost",
+                    body=b"x",
+                    mandatory=True,
+                    headers={"n": n},
+                )
+        relay = outbox.OutboxRelay(private_pool, connection, poll_interval=0.1, batch_size=2)
+        running = asyncio.create_task(relay.run())
+        try:
+            async with asyncio.timeout(15):
+                while await _pending(private_pool) != ["lost"] * 4:
+                    await asyncio.sleep(0.05)
+        finally:
+            running.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await running
+        received = []
+        async with asyncio.timeout(10):
+            while len(received) < 2:
+                message = await queue.get(fail=False)
+                if message is None:
+                    await asyncio.sleep(0.05)
+                    continue
+                await message.ack()
+                received.append(message.headers["n"])
+        assert received == [3, 5]
+        # The waiting rows are kept, for when the exchange exists again.
+        assert (
+            await private_pool.fetchval(
+                "SELECT count(*) FROM media.outbox WHERE exchange = $1", gone
+            )
+            == 4
+        )
+
+
 async def test_a_task_event_message_carries_the_id_of_its_row(private_pool: asyncpg.Pool) -> None:
     topology = Topology("unused")
     async with private_pool.acquire() as con, con.transaction():

@@ -1,15 +1,16 @@
-"""The objects alive after start-up are frozen out of the cyclic collector (no full
-collection walks them again), and only after start-up's garbage was collected."""
+"""A serving process freezes the objects alive after start-up out of the cyclic collector
+(no full collection walks them again), after collecting start-up's garbage."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import weakref
 
-from litestar import Litestar, get
-from litestar.testing import TestClient
+import uvicorn
+from litestar import Litestar
 
-from mediaflow_libs.web import around_routing
+from mediaflow_libs.web import FreezingServer
 
 
 class _Node:
@@ -17,22 +18,23 @@ class _Node:
         self.me = self  # a cycle: only the cyclic collector frees it
 
 
-def test_start_up_freezes_the_live_heap_after_collecting_its_garbage() -> None:
-    @get("/ping")
-    async def ping() -> str:
-        return "pong"
-
+async def test_start_up_freezes_the_live_heap_after_collecting_its_garbage() -> None:
     gc.unfreeze()
     garbage = _Node()
     gone = weakref.ref(garbage)
     del garbage
     kept = _Node()
-    app = around_routing(Litestar(route_handlers=[ping], logging_config=None))
+    server = FreezingServer(uvicorn.Config(Litestar(logging_config=None), port=0, log_config=None))
     assert gc.get_freeze_count() == 0
-    with TestClient(app) as client:
-        assert client.get("/ping").text == "pong"
+    serving = asyncio.create_task(server.serve())
+    try:
+        while not server.started and not serving.done():
+            await asyncio.sleep(0.01)
         assert gc.get_freeze_count() > 0
         assert gone() is None, "garbage from before start-up was frozen instead of freed"
         # Frozen objects sit in the permanent generation, which no collection walks.
         assert all(o is not kept for o in gc.get_objects()), "a live object was left to walk"
-    gc.unfreeze()
+    finally:
+        server.should_exit = True
+        await serving
+        gc.unfreeze()

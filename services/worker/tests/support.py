@@ -97,9 +97,9 @@ async def own_namespace(infra: Any, pool: asyncpg.Pool, topology: Topology) -> A
     try:
         yield
     finally:
+        # Retries wait in the outbox for the delay exchange too: every exchange of the namespace.
         await pool.execute(
-            "DELETE FROM media.outbox WHERE exchange = ANY($1::text[])",
-            [topology.events_exchange, topology.jobs_exchange],
+            "DELETE FROM media.outbox WHERE exchange = ANY($1::text[])", topology.exchanges
         )
         await delete_topology(amqp_url(infra), topology)
 
