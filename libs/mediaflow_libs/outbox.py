@@ -69,7 +69,8 @@ class OutboxRelay:
         # behind them, round after round. Each exchange is looked up once before its first
         # publish; the rows of a missing one wait, kept, while the others go on.
         self._existing: set[str] = {""}  # "" is the default exchange, always there
-        self._missing: dict[str, float] = {}  # exchange -> when to look for it again
+        # exchange -> (when to look for it again, its rows then): they count as backlog.
+        self._missing: dict[str, tuple[float, int]] = {}
 
     async def run(self) -> None:
         """Publish until cancelled; recovers on its own from database or broker outages."""
@@ -113,7 +114,7 @@ class OutboxRelay:
         row that is returned (a mandatory message no queue took) or nacked stays for the
         next round; a closed channel fails the round after the deletion."""
         now = time.monotonic()
-        self._missing = {name: at for name, at in self._missing.items() if at > now}
+        self._missing = {name: m for name, m in self._missing.items() if m[0] > now}
         async with self._pool.acquire() as con, con.transaction():
             rows = await con.fetch(
                 """SELECT id, exchange, routing_key, body, headers, mandatory,
@@ -123,10 +124,14 @@ class OutboxRelay:
                 self._batch_size,
                 list(self._missing),
             )
-            OUTBOX_BACKLOG.set(len(rows))
+            missing = (
+                await self._look_up_exchanges(con, {row["exchange"] for row in rows})
+                if rows
+                else set()
+            )
+            OUTBOX_BACKLOG.set(len(rows) + sum(waiting for _, waiting in self._missing.values()))
             if not rows:
                 return 0
-            missing = await self._look_up_exchanges({row["exchange"] for row in rows})
             if missing:
                 # Taken out of this batch; the next one is selected without them.
                 rows = [row for row in rows if row["exchange"] not in missing]
@@ -169,7 +174,7 @@ class OutboxRelay:
         # Less than a full batch, so the relay waits before it tries the failures again.
         return len(confirmed)
 
-    async def _look_up_exchanges(self, names: set[str]) -> set[str]:
+    async def _look_up_exchanges(self, con: asyncpg.Connection, names: set[str]) -> set[str]:
         """Of ``names``, those that do not exist (now waiting, logged); the others are
         remembered as existing."""
         missing = set()
@@ -179,10 +184,15 @@ class OutboxRelay:
                 await channel.get_exchange(name, ensure=True)  # a passive declare
             except aiormq.exceptions.ChannelNotFoundEntity:
                 missing.add(name)
-                self._missing[name] = time.monotonic() + MISSING_EXCHANGE_RETRY_SECONDS
+                waiting = await con.fetchval(
+                    "SELECT count(*) FROM media.outbox WHERE exchange = $1", name
+                )
+                retry_at = time.monotonic() + MISSING_EXCHANGE_RETRY_SECONDS
+                self._missing[name] = (retry_at, waiting)
                 log.warning(
                     "outbox.exchange_missing",
                     exchange=name,
+                    waiting=waiting,
                     retry_seconds=MISSING_EXCHANGE_RETRY_SECONDS,
                     hint="its rows wait in the outbox; declare the exchange (start a service "
                     "of that AMQP_NAMESPACE) or delete them",
