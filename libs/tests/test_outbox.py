@@ -7,10 +7,12 @@ import asyncio
 import secrets
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import aio_pika
 import asyncpg
 import pytest
+from aio_pika.abc import AbstractQueue, AbstractRobustConnection
 
 from mediaflow_libs import db, outbox, tasks
 from mediaflow_libs.amqp import Topology
@@ -40,10 +42,11 @@ async def _pending(pool: asyncpg.Pool) -> list[str]:
     return [row["routing_key"] for row in rows]
 
 
-async def test_relay_deletes_each_confirmed_row_and_keeps_a_returned_one(
-    infra,
-    private_pool: asyncpg.Pool,  # type: ignore[no-untyped-def]
-) -> None:
+@asynccontextmanager
+async def _routed_exchange(
+    infra,  # type: ignore[no-untyped-def]
+) -> AsyncIterator[tuple[AbstractRobustConnection, str, AbstractQueue]]:
+    """A connection, an exchange of its own, and a queue bound to it for routing key `routed`."""
     exchange_name = f"{infra.amqp_namespace}.outbox-test-{secrets.token_hex(3)}"
     connection = await aio_pika.connect_robust(infra.amqp_url)
     async with connection:
@@ -51,6 +54,28 @@ async def test_relay_deletes_each_confirmed_row_and_keeps_a_returned_one(
         exchange = await channel.declare_exchange(exchange_name, auto_delete=True)
         queue = await channel.declare_queue(exclusive=True)
         await queue.bind(exchange, routing_key="routed")
+        yield connection, exchange_name, queue
+
+
+async def _received(queue: AbstractQueue, count: int) -> list[int]:
+    """The ``n`` header of the next ``count`` messages of ``queue``, acknowledged."""
+    received = []
+    async with asyncio.timeout(10):
+        while len(received) < count:
+            message = await queue.get(fail=False)
+            if message is None:
+                await asyncio.sleep(0.05)
+                continue
+            await message.ack()
+            received.append(message.headers["n"])
+    return received
+
+
+async def test_relay_deletes_each_confirmed_row_and_keeps_a_returned_one(
+    infra,
+    private_pool: asyncpg.Pool,  # type: ignore[no-untyped-def]
+) -> None:
+    async with _routed_exchange(infra) as (connection, exchange_name, queue):
         async with private_pool.acquire() as con:
             for n, (routing_key, mandatory) in enumerate(
                 [
@@ -82,15 +107,7 @@ async def test_relay_deletes_each_confirmed_row_and_keeps_a_returned_one(
             running.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await running
-        received = []
-        async with asyncio.timeout(10):
-            while len(received) < 3:
-                message = await queue.get(fail=False)
-                if message is None:
-                    await asyncio.sleep(0.05)
-                    continue
-                await message.ack()
-                received.append(message.headers["n"])
+        received = await _received(queue, 3)
         # In outbox order, each once.
         assert received == [0, 2, 4]
         assert await queue.get(fail=False) is None
@@ -101,13 +118,7 @@ async def test_rows_for_a_missing_exchange_wait_without_holding_up_the_others(
     private_pool: asyncpg.Pool,  # type: ignore[no-untyped-def]
 ) -> None:
     gone = f"{infra.amqp_namespace}.outbox-gone-{secrets.token_hex(3)}"  # never declared
-    exchange_name = f"{infra.amqp_namespace}.outbox-test-{secrets.token_hex(3)}"
-    connection = await aio_pika.connect_robust(infra.amqp_url)
-    async with connection:
-        channel = await connection.channel()
-        exchange = await channel.declare_exchange(exchange_name, auto_delete=True)
-        queue = await channel.declare_queue(exclusive=True)
-        await queue.bind(exchange, routing_key="routed")
+    async with _routed_exchange(infra) as (connection, exchange_name, queue):
         async with private_pool.acquire() as con:
             # More rows for the missing exchange than a batch holds, all ahead of the others.
             for n, target in enumerate([gone, gone, gone, exchange_name, gone, exchange_name]):
@@ -129,15 +140,7 @@ async def test_rows_for_a_missing_exchange_wait_without_holding_up_the_others(
             running.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await running
-        received = []
-        async with asyncio.timeout(10):
-            while len(received) < 2:
-                message = await queue.get(fail=False)
-                if message is None:
-                    await asyncio.sleep(0.05)
-                    continue
-                await message.ack()
-                received.append(message.headers["n"])
+        received = await _received(queue, 2)
         assert received == [3, 5]
         # The waiting rows are kept, for when the exchange exists again.
         assert (
