@@ -124,11 +124,7 @@ class OutboxRelay:
                 self._batch_size,
                 list(self._missing),
             )
-            missing = (
-                await self._look_up_exchanges(con, {row["exchange"] for row in rows})
-                if rows
-                else set()
-            )
+            missing = await self._look_up_exchanges(con, {row["exchange"] for row in rows})
             OUTBOX_BACKLOG.set(len(rows) + sum(waiting for _, waiting in self._missing.values()))
             if not rows:
                 return 0
