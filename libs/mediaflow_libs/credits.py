@@ -20,8 +20,8 @@ async def balance(con: asyncpg.Connection, user_id: str) -> int:
 
 async def charge(con: asyncpg.Connection, user_id: str, task_id: str, cost: int) -> bool:
     """Take ``cost`` credits for a task; False when the balance is too low (or there is no
-    account). The account row stays locked until the caller's commit. A submission charges
-    inside ``media.submit_task``, through the same function."""
+    account). The account row stays locked until the caller's commit. A submission is
+    charged the same way inside ``media.submit_task``, which refuses before it writes."""
     return bool(
         await con.fetchval("SELECT media.charge_credits($1, $2, $3)", user_id, task_id, cost)
     )

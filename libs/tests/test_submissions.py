@@ -73,6 +73,42 @@ async def test_submissions_sent_together_share_transactions_but_not_outcomes(
     await submitter.aclose()
 
 
+async def test_a_refused_submission_writes_nothing_and_uses_no_rate_limit_slot(
+    db_pool: asyncpg.Pool, topology: Topology
+) -> None:
+    submitter = tasks.Submitter(
+        db_pool, topology, cost=1, signup_credits=0, submits_per_window=2, window_seconds=60
+    )
+    user = await _user_with(db_pool, 1)
+
+    async def submit() -> str:
+        answer = await submitter.submit(user_id=user, source_url="https://media.example/a.mp4")
+        return answer.outcome
+
+    async def written() -> tuple[int, ...]:
+        async with db_pool.acquire() as con:
+            return tuple(
+                [
+                    await con.fetchval(
+                        f"SELECT count(*) FROM media.{table} WHERE user_id = $1", user
+                    )
+                    for table in ("tasks", "task_events", "credit_ledger")
+                ]
+                + [await credits.balance(con, user)]
+            )
+
+    assert await submit() == "accepted"
+    after_one = await written()
+    assert after_one == (1, 1, 2, 0)  # the task, its event; the grant and the charge
+    assert [await submit() for _ in range(3)] == ["insufficient_credits"] * 3
+    assert await written() == after_one
+    async with db_pool.acquire() as con:
+        await con.execute("UPDATE media.credit_accounts SET balance = 5 WHERE user_id = $1", user)
+    # Two a window: the refused ones did not count, so the second is accepted.
+    assert [await submit(), await submit()] == ["accepted", "rate_limited"]
+    await submitter.aclose()
+
+
 async def test_one_submission_the_database_refuses_does_not_fail_its_batch(
     db_pool: asyncpg.Pool, topology: Topology
 ) -> None:
