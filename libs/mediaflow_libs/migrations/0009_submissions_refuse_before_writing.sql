@@ -1,8 +1,9 @@
 -- A submission decides whether it is refused before it writes its task, instead of writing
 -- and then undoing it all in a PL/pgSQL exception block. Each such block is a
--- subtransaction, one per submission of a batch: about a quarter of a submission's
--- database time, and a batch past 64 of them overflows each backend's subtransaction
--- cache, which slows every snapshot on the server until it commits.
+-- subtransaction, one per submission of a batch: about a fifth of a submission's database
+-- time. And a transaction with more than 64 of them overflows its backend's cache of
+-- subtransaction ids, sending every other session's visibility checks to pg_subtrans until
+-- it ends (a batch holds at most 64 submissions today).
 --
 -- The order: the user's event lock (every transaction writing their events takes it before
 -- their credit account, see media.record_task_event), the rate-limit hit, the credit charge;
