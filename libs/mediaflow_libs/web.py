@@ -245,7 +245,7 @@ def internal_routes_on_their_own_port(app: Litestar, internal_port: int) -> Lite
 
 # Objects allocated while serving a request die by reference counting, so a young collection
 # finds next to nothing to free; at Python's default threshold (700) one ran every few
-# requests and the collector took about 5% of a busy gateway's CPU. Cyclic garbage is still
+# requests and the collector took 3-4% of a busy gateway's CPU. Cyclic garbage is still
 # freed, just in fewer, larger collections (at most this many objects wait for one).
 YOUNG_COLLECTION_THRESHOLD = 20_000
 

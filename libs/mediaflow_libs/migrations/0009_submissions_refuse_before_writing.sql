@@ -30,7 +30,6 @@ DECLARE
     v_subject text := 'submit:' || v_task.user_id;
     v_window_start timestamptz :=
         to_timestamp(floor(extract(epoch FROM now()) / p_window_seconds) * p_window_seconds);
-    v_charged boolean;
     v_earlier record;
 BEGIN
     IF p_idempotency_key IS NOT NULL THEN
@@ -58,16 +57,14 @@ BEGIN
             v_window_start + make_interval(secs => p_window_seconds) - now())))::integer;
         RETURN;
     END IF;
+    IF NOT EXISTS (SELECT FROM media.credit_accounts a WHERE a.user_id = v_task.user_id) THEN
+        -- A first submission opens the account, with the sign-up grant.
+        PERFORM media.open_credit_account(v_task.user_id, p_signup_credits);
+    END IF;
     -- The CHECK on the balance is what keeps it from going negative; this is the refusal.
     UPDATE media.credit_accounts SET balance = balance - v_task.cost
     WHERE user_id = v_task.user_id AND balance >= v_task.cost;
-    v_charged := FOUND;
-    IF NOT v_charged AND media.open_credit_account(v_task.user_id, p_signup_credits) THEN
-        UPDATE media.credit_accounts SET balance = balance - v_task.cost
-        WHERE user_id = v_task.user_id AND balance >= v_task.cost;
-        v_charged := FOUND;
-    END IF;
-    IF NOT v_charged THEN
+    IF NOT FOUND THEN
         UPDATE media.rate_limit_windows SET hits = hits - 1
         WHERE subject = v_subject AND window_start = v_window_start;
         outcome := 'insufficient_credits';
