@@ -10,7 +10,7 @@ APT_INSTALL := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --n
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
-deps: ## install what is missing: uv, Python packages, nginx, PostgreSQL, RabbitMQ, promtool, Chromium, wrk
+deps: ## install what is missing: uv, Python packages, nginx, PostgreSQL, RabbitMQ, promtool, Chromium, wrk, ffmpeg
 	@command -v uv >/dev/null || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
 	@missing=""; \
 	  command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing="$$missing nginx-light"; \
@@ -19,6 +19,7 @@ deps: ## install what is missing: uv, Python packages, nginx, PostgreSQL, Rabbit
 	  command -v promtool >/dev/null || missing="$$missing prometheus"; \
 	  [ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
 	  command -v wrk >/dev/null || missing="$$missing wrk"; \
+	  command -v ffmpeg >/dev/null || missing="$$missing ffmpeg"; \
 	  if [ -n "$$missing" ]; then echo "installing:$$missing"; $(SUDO) apt-get update -qq && $(APT_INSTALL) $$missing; fi
 	@$(UV) sync --quiet --frozen
 
