@@ -2,7 +2,9 @@
 authenticate internal calls.
 
 A 401 means one thing: the caller's session is not valid. When auth cannot
-answer (down, slow, breaker open) the answer is 503 ``auth_unavailable``.
+answer (down, slow, breaker open) the answer is 503 ``auth_unavailable``. Whatever
+a client sends as its credential is never taken for auth failing: only auth's own
+faults count towards the circuit breaker.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import math
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -91,6 +94,19 @@ class Identity:
         }
 
 
+# Auth issues session tokens of 43 URL-safe base64 characters and API keys of 47 (``mfk_``
+# and 43 more). A credential longer than this or with any other character is none that auth
+# issued: it is refused without asking auth, so that no junk, however large, reaches it.
+# The room to spare lets auth change its formats without a lockstep deploy of its callers.
+MAX_CREDENTIAL_LENGTH = 256
+_CREDENTIAL_SHAPE = re.compile(rf"[A-Za-z0-9_-]{{1,{MAX_CREDENTIAL_LENGTH}}}")
+
+
+def could_be_credential(value: str) -> bool:
+    """Whether ``value`` has the shape of a credential auth issues (else: session_invalid)."""
+    return _CREDENTIAL_SHAPE.fullmatch(value) is not None
+
+
 def credential_digest(credential: str) -> str:
     """How auth stores a credential and how revocations name it: hex SHA-256."""
     return hashlib.sha256(credential.encode()).hexdigest()
@@ -137,31 +153,46 @@ def check_same_origin(request: Request[Any, Any, Any], public_url: str) -> None:
     )
 
 
-class _CircuitBreaker:
-    """Opens after ``threshold`` consecutive failures; after ``reset_seconds`` one
-    trial call is let through, and its outcome closes or re-opens the breaker."""
+class CircuitBreaker:
+    """Spares auth, and the requests that would wait on it, calls that are bound to fail.
 
-    def __init__(self, threshold: int, reset_seconds: float) -> None:
+    Closed, it lets every call through and counts consecutive faults; ``threshold`` of them
+    open it. Open, it refuses calls until ``reset_seconds`` have passed, then lets one trial
+    call through (half-open) and refuses the others meanwhile: a success closes it, a fault
+    opens it again for another ``reset_seconds``. A trial that never reports back is replaced
+    by another one after ``reset_seconds``. Only faults of auth itself are recorded as such
+    (see :meth:`SessionClient._ask_auth`); any answer is a success.
+    """
+
+    def __init__(
+        self, threshold: int, reset_seconds: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.threshold = threshold
         self.reset_seconds = reset_seconds
-        self.failures = 0
-        self.opened_at: float | None = None
+        self._clock = clock
+        self._faults = 0
+        self._opened_at: float | None = None  # or the start of the latest trial
+
+    @property
+    def is_open(self) -> bool:
+        return self._opened_at is not None
 
     def allow(self) -> bool:
-        if self.opened_at is None:
+        if self._opened_at is None:
             return True
-        if time.monotonic() - self.opened_at >= self.reset_seconds:
-            self.opened_at = time.monotonic()  # one trial per reset period
-            return True
-        return False
+        now = self._clock()
+        if now - self._opened_at < self.reset_seconds:
+            return False
+        self._opened_at = now  # this call is the trial; the next one waits a period
+        return True
 
-    def record(self, ok: bool) -> None:
-        if ok:
-            self.failures, self.opened_at = 0, None
-            return
-        self.failures += 1
-        if self.failures >= self.threshold:
-            self.opened_at = time.monotonic()
+    def record_success(self) -> None:
+        self._faults, self._opened_at = 0, None
+
+    def record_fault(self) -> None:
+        self._faults += 1
+        if self._faults >= self.threshold:
+            self._opened_at = self._clock()
 
 
 class SessionClient:
@@ -186,7 +217,7 @@ class SessionClient:
         )
         self._service_name = service_name
         self._service_secret = service_secret
-        self._breaker = _CircuitBreaker(breaker_failures, breaker_reset_seconds)
+        self._breaker = CircuitBreaker(breaker_failures, breaker_reset_seconds)
         self._cache_seconds = cache_seconds
         # credential digest -> (identity, monotonic expiry); only valid answers are kept.
         self._cache: dict[str, tuple[Identity, float]] = {}
@@ -234,6 +265,9 @@ class SessionClient:
         self._cache.clear()
 
     async def verify(self, credential: str) -> Identity:
+        if not could_be_credential(credential):
+            SESSION_CHECKS.labels("malformed").inc()
+            raise ProblemError(401, "session_invalid", _DETAILS["session_invalid"])
         digest = credential_digest(credential)
         cached = self._cache.get(digest)
         if cached and cached[1] > time.monotonic():
@@ -270,11 +304,16 @@ class SessionClient:
                 headers={"authorization": f"Bearer {token}"},
             )
         except httpx.TimeoutException as exc:
-            return self._unavailable("timeout", exc)
+            return self._fault("timeout", exc)
         except httpx.HTTPError as exc:
-            return self._unavailable("unreachable", exc)
-        if response.status_code == 200:
-            self._breaker.record(ok=True)
+            return self._fault("unreachable", exc)
+        status = response.status_code
+        if status >= 500:
+            return self._fault(f"status_{status}", None)
+        # Whatever else auth answers, it answered: nothing a client sends can open the
+        # breaker for everyone else.
+        self._breaker.record_success()
+        if status == 200:
             SESSION_CHECKS.labels("valid").inc()
             body = response.json()
             user, session = body["user"], body["session"]
@@ -287,19 +326,32 @@ class SessionClient:
                 expires_at=session.get("expires_at"),
             )
         code = _problem_code(response)
-        if response.status_code == 401 and code in SESSION_FAILURE_CODES:
-            self._breaker.record(ok=True)  # auth answered; the session is what failed
+        if status == 401 and code in SESSION_FAILURE_CODES:
             SESSION_CHECKS.labels(code).inc()
             raise ProblemError(401, code, _DETAILS[code])
-        return self._unavailable(f"status_{response.status_code}", None)
+        if status in _REFUSALS_OF_THE_CREDENTIAL:
+            # auth would not even look the credential up (too large, not a string, ...):
+            # it is none auth knows.
+            SESSION_CHECKS.labels("session_invalid").inc()
+            log.info("session_check.credential_refused", status=status, code=code)
+            raise ProblemError(401, "session_invalid", _DETAILS["session_invalid"])
+        # Our own service token refused, or an answer that says nothing about the session:
+        # not the client's fault, so never a 401 (and no outage of auth either).
+        SESSION_CHECKS.labels(f"status_{status}").inc()
+        log.error("session_check.unexpected_answer", status=status, code=code)
+        raise _auth_unavailable(f"status_{status}")
 
-    def _unavailable(self, reason: str, exc: Exception | None) -> Identity:
-        self._breaker.record(ok=False)
+    def _fault(self, reason: str, exc: Exception | None) -> Identity:
+        self._breaker.record_fault()
         SESSION_CHECKS.labels(reason).inc()
         log.warning(
             "session_check.auth_unavailable", reason=reason, error=repr(exc) if exc else None
         )
         raise _auth_unavailable(reason)
+
+
+# What auth's verify answers about the credential it was given rather than about itself.
+_REFUSALS_OF_THE_CREDENTIAL = frozenset({400, 404, 413, 422})
 
 
 def _seconds_left(expires_at: str | None) -> float:

@@ -93,7 +93,10 @@ class SessionCheckSettings(SettingsGroup):
     )
     auth_timeout_seconds: float = Field(1.0, gt=0, description="Timeout of one session check")
     auth_breaker_failures: int = Field(
-        5, ge=1, description="Consecutive auth failures that open the circuit breaker"
+        5,
+        ge=1,
+        description="Consecutive faults of auth itself (no connection, timeout, 5xx) that open "
+        "the circuit breaker; an answer about a token never counts",
     )
     auth_breaker_reset_seconds: float = Field(
         2.0, gt=0, description="How long the breaker stays open before one trial call"

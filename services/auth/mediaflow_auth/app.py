@@ -324,10 +324,15 @@ async def verify(
         raise ProblemError(
             403, "service_unauthorized", "A valid service token is required."
         ) from exc
+    # Callers send no credential longer than MAX_CREDENTIAL_LENGTH; within this limit any
+    # credential gets its answer (unknown ones 401 session_invalid), and callers take the
+    # 413 past it for an unknown credential too, never for auth failing.
     body = await read_json_object(request, max_bytes=4096)
     credential = body.get("credential")
     structlog.contextvars.bind_contextvars(caller=caller)
-    return await _check(resources, credential if isinstance(credential, str) else None)
+    if credential is not None and not isinstance(credential, str):
+        raise ProblemError(401, "session_invalid", "The credential is not a string.")
+    return await _check(resources, credential)
 
 
 def create_app(settings: AuthSettings | None = None) -> Litestar:

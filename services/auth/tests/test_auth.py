@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+import json
 import secrets
+from typing import Any
 
+import pytest
 from litestar.testing import AsyncTestClient
 
 from mediaflow_libs.sessions import issue_service_token
@@ -148,3 +151,51 @@ async def test_internal_verify_requires_a_service_token(
     )
     assert verified.status_code == 200
     assert verified.json()["user"]["id"] == response.json()["user"]["id"]
+
+
+@pytest.mark.parametrize(
+    "credential",
+    [
+        "a" * 4000,
+        "mfk_" + "a" * 4000,
+        "\u00ff" * 600,
+        "\x00" * 600,  # six bytes each in JSON
+        "mfk_\ud800",  # a lone surrogate: no character at all
+        "\ud800" * 600,
+        "tok en",
+        7,
+        ["a"],
+        {"a": "b"},
+        True,
+    ],
+    ids=[
+        "4000",
+        "api-key-4000",
+        "latin-1",
+        "nul",
+        "api-key-surrogate",
+        "surrogates",
+        "space",
+        "number",
+        "list",
+        "object",
+        "bool",
+    ],
+)
+async def test_internal_verify_answers_unknown_for_any_credential_it_takes(
+    auth_client: AsyncTestClient,
+    infra: Any,
+    credential: object,
+) -> None:
+    """Within its body limit, whatever it is given, verify says the credential is unknown:
+    gateway and notifier must never be told auth failed because of what a client sent."""
+    body = json.dumps({"credential": credential}).encode()
+    assert len(body) <= 4096
+    service_token = issue_service_token(infra.secrets["SERVICE_SECRET"], "gateway")
+    response = await auth_client.post(
+        "/internal/v1/sessions/verify",
+        content=body,
+        headers={"authorization": f"Bearer {service_token}", "content-type": "application/json"},
+    )
+    assert response.status_code == 401, response.text
+    assert problem_code(response) == "session_invalid"
