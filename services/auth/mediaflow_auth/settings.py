@@ -38,8 +38,8 @@ class AuthSettings(ServiceSettings):
         ge=1,
         description=(
             "Failed sign-ins per account per window, from all addresses together, before 429: "
-            "stops a guesser spread over many addresses; must exceed the per-address limit "
-            "above, so that no single address can reach it"
+            "stops a guesser spread over many addresses; must exceed "
+            "SIGN_IN_MAX_FAILURES_PER_ACCOUNT_AND_IP, so that no single address can reach it"
         ),
     )
     sign_in_max_failures_per_ip: int = Field(
