@@ -104,12 +104,12 @@ def artifacts_dir() -> Path:
 
 
 @asynccontextmanager
-async def serving(app: Any, port: int | None = None) -> AsyncIterator[str]:
+async def serving(app: Any, port: int | None = None, **options: Any) -> AsyncIterator[str]:
     """Run an ASGI app under uvicorn on a loopback port (a free one by default); yields its
-    base URL."""
+    base URL. ``options`` go to ``uvicorn.Config``."""
     port = port or stack.free_port()
     server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on")
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on", **options)
     )
     task = asyncio.create_task(server.serve())
     while not server.started:

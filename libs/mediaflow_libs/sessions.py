@@ -26,6 +26,8 @@ import jwt
 import structlog
 from aio_pika.abc import AbstractRobustConnection
 from litestar import Request
+from litestar.connection import ASGIConnection
+from litestar.handlers import BaseRouteHandler
 from prometheus_client import Counter
 
 from mediaflow_libs.amqp import Topology
@@ -123,6 +125,9 @@ def presented_credential(request: Request[Any, Any, Any], public_url: str) -> st
 
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+CROSS_SITE_REFUSED = Counter(
+    "http_cross_site_refused_total", "Unsafe requests refused as sent by another site's page"
+)
 
 
 def _origin_of(url: str) -> str:
@@ -130,27 +135,43 @@ def _origin_of(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}" if parts.scheme and parts.netloc else url
 
 
-def check_same_origin(request: Request[Any, Any, Any], public_url: str) -> None:
-    """CSRF defence for cookie-authenticated unsafe requests: a browser names the page's
-    origin in ``Origin`` (or ``Referer``); anything but PUBLIC_URL's origin is refused. A
-    request naming neither is refused when its ``Sec-Fetch-Site`` says another page sent
-    it; clients that send none of the three are not browsers, so no page is behind them."""
-    if request.method in SAFE_METHODS or _bearer(request):
+def check_same_origin(connection: ASGIConnection[Any, Any, Any, Any], public_url: str) -> None:
+    """Cross-site defence for every unsafe request, whatever its credentials (none, cookie or
+    bearer key), sign-up and sign-in included: a browser names the page's origin in
+    ``Origin`` (or, when a privacy setting strips it, ``Referer``); anything but PUBLIC_URL's
+    origin is refused. A request naming neither is refused when its ``Sec-Fetch-Site`` says
+    another page sent it. Clients that send none of the three (the CLI, scripts) are not
+    browsers, so no page is behind them, and they pass."""
+    if connection.scope.get("method", "GET") in SAFE_METHODS:
         return
-    claimed = request.headers.get("origin") or request.headers.get("referer")
+    headers = connection.headers
+    claimed = headers.get("origin") or headers.get("referer")
     if claimed is not None:
         if _origin_of(claimed) == _origin_of(public_url):
             return
         source = _origin_of(claimed)[:200]
     else:
-        fetched_from = request.headers.get("sec-fetch-site", "same-origin").lower()
+        fetched_from = headers.get("sec-fetch-site", "same-origin").lower()
         if fetched_from in ("same-origin", "none"):  # "none": the user's own navigation
             return
         source = f"Sec-Fetch-Site: {fetched_from[:40]}"
+    CROSS_SITE_REFUSED.inc()
     log.warning("csrf.rejected", claimed_origin=source)
     raise ProblemError(
         403, "csrf_rejected", "This request came from another site's page and was refused."
     )
+
+
+def refuse_cross_site(
+    public_url: str,
+) -> Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], None]:
+    """:func:`check_same_origin` as an app-wide guard: it runs on every route before the
+    handler, its dependencies or the body are touched."""
+
+    def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+        check_same_origin(connection, public_url)
+
+    return guard
 
 
 class CircuitBreaker:
@@ -400,7 +421,6 @@ async def require_identity(
     if credential is None:
         SESSION_CHECKS.labels("session_missing").inc()
         raise ProblemError(401, "session_missing", _DETAILS["session_missing"])
-    check_same_origin(request, public_url)
     identity = await client.verify(credential)
     structlog.contextvars.bind_contextvars(user_id=identity.user_id)
     return identity

@@ -176,6 +176,29 @@ def health_routes(
     return routes
 
 
+def _is_json(content_type: str) -> bool:
+    """``application/json``, alone or with ``charset=utf-8`` (the only charset JSON has,
+    RFC 8259 §8.1); type, subtype and parameter names are case-insensitive."""
+    media_type, *parameters = content_type.split(";")
+    if media_type.strip().lower() != "application/json":
+        return False
+    for parameter in parameters:
+        name, _, value = parameter.partition("=")
+        if name.strip().lower() != "charset" or value.strip().strip('"').lower() != "utf-8":
+            return False
+    return True
+
+
+def _unsupported_media_type() -> ProblemError:
+    return ProblemError(
+        415,
+        "unsupported_media_type",
+        "The body must be JSON, sent with Content-Type: application/json.",
+        # RFC 9110 §15.5.16: Accept names the media type that would have been accepted.
+        headers={"Accept": "application/json"},
+    )
+
+
 def _not_json(constant: str) -> None:
     # Python's parser takes NaN and Infinity, which JSON (RFC 8259) has no place for.
     raise ValueError(f"{constant} is not JSON")
@@ -184,12 +207,21 @@ def _not_json(constant: str) -> None:
 async def read_json_object(
     request: Request[Any, Any, Any], max_bytes: int = 64 * 1024
 ) -> dict[str, Any]:
-    """The request body as a JSON object, or a problem: 413 past ``max_bytes``,
-    400 ``invalid_json`` when it is not a JSON object (or past the parser's limits)."""
+    """The request body as a JSON object, or a problem: 415 ``unsupported_media_type`` when
+    it is declared as anything but JSON (or, not declared at all, is not empty), 413 past
+    ``max_bytes``, 400 ``invalid_json`` when it is not a JSON object (or past the parser's
+    limits). The media type is checked first: a form or text body, which a page of another
+    site may send without asking, is refused before anything reads it."""
+    declared_types = request.headers.getall("content-type", [])
+    if declared_types and not (len(declared_types) == 1 and _is_json(declared_types[0])):
+        raise _unsupported_media_type()
     declared = request.headers.get("content-length", "")
-    # Refuses an announced excess early; the stream below enforces the limit either way.
     # (20 digits are past any limit, and int() refuses thousands.)
-    if declared.isascii() and declared.isdigit() and int(declared[:20]) > max_bytes:
+    announced = int(declared[:20]) if declared.isascii() and declared.isdigit() else 0
+    if not declared_types and announced > 0:
+        raise _unsupported_media_type()  # a body announced without saying what it is
+    # Refuses an announced excess early; the stream below enforces the limit either way.
+    if announced > max_bytes:
         raise ProblemError(413, "payload_too_large", f"The body may be at most {max_bytes} bytes.")
     body = bytearray()
     async for chunk in request.stream():
@@ -198,6 +230,8 @@ async def read_json_object(
             raise ProblemError(
                 413, "payload_too_large", f"The body may be at most {max_bytes} bytes."
             )
+    if not declared_types and body:
+        raise _unsupported_media_type()
     try:
         value = json.loads(body.decode("utf-8"), parse_constant=_not_json)
     except UnicodeDecodeError as exc:
@@ -266,6 +300,12 @@ class FreezingServer(uvicorn.Server):
         gc.set_threshold(YOUNG_COLLECTION_THRESHOLD, *gc.get_threshold()[1:])
 
 
+def forwarded_allow_ips(settings: ServiceSettings) -> list[str]:
+    """The peers uvicorn takes X-Forwarded-For from (TRUSTED_PROXIES): the client address
+    per-address sign-in limits count is the one the ingress saw."""
+    return [p.strip() for p in settings.trusted_proxies.split(",") if p.strip()]
+
+
 def serve(app_factory: str, settings: ServiceSettings, *, internal_port: int | None = None) -> None:
     """Run an app factory (``module:function``) under uvicorn with our logging, on
     ``settings.port`` and, when given, on ``internal_port`` too (one process, one app)."""
@@ -278,9 +318,7 @@ def serve(app_factory: str, settings: ServiceSettings, *, internal_port: int | N
         # The client address (per-address sign-in limits, logs) comes from X-Forwarded-For
         # only when the peer is a trusted proxy; anyone else could forge it.
         "proxy_headers": True,
-        "forwarded_allow_ips": [
-            p.strip() for p in settings.trusted_proxies.split(",") if p.strip()
-        ],
+        "forwarded_allow_ips": forwarded_allow_ips(settings),
         "timeout_graceful_shutdown": 10,
     }
     config = uvicorn.Config(app_factory, **options)

@@ -12,7 +12,15 @@ import httpx
 import pytest
 
 from devstack import media
-from tests.hostile.support import LEAKS, PROBLEM_FIELDS, User, World, assert_problem, sign_up
+from tests.hostile.support import (
+    LEAKS,
+    PASSWORD,
+    PROBLEM_FIELDS,
+    User,
+    World,
+    assert_problem,
+    sign_up,
+)
 
 GOOD_URL = "https://media.example.com/video.mp4"
 
@@ -150,31 +158,68 @@ async def test_a_lone_surrogate_is_refused_not_a_crash(
     assert await world.snapshot(body_user) == before
 
 
-@pytest.mark.parametrize(
-    ("content_type", "body"),
-    [
-        ("application/x-www-form-urlencoded", b"url=https%3A%2F%2Fmedia.example.com%2Fv.mp4"),
-        (
-            "multipart/form-data; boundary=XyZ",
-            b'--XyZ\r\nContent-Disposition: form-data; name="url"\r\n\r\n'
-            b"https://media.example.com/v.mp4\r\n--XyZ--\r\n",
-        ),
-        ("text/xml", b"<task><url>https://media.example.com/v.mp4</url></task>"),
-        ("text/plain", b"https://media.example.com/v.mp4"),
-        ("application/octet-stream", b"\x00\x01\x02\x03\xff\xfe"),
-        (
-            "application/json; charset=utf-16",
-            '{"url": "https://media.example.com/v.mp4"}'.encode("utf-16"),
-        ),
-    ],
-    ids=["form", "multipart", "xml", "text", "octets", "utf16-declared"],
-)
-async def test_other_content_types_are_invalid_json(
-    world: World, body_user: User, content_type: str, body: bytes
+def _form(fields: dict[str, str]) -> bytes:
+    return "&".join(f"{k}={v}" for k, v in fields.items()).encode()
+
+
+def _multipart(fields: dict[str, str]) -> bytes:
+    parts = [
+        f'--XyZ\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'
+        for k, v in fields.items()
+    ]
+    return ("".join(parts) + "--XyZ--\r\n").encode()
+
+
+def _xml(fields: dict[str, str]) -> bytes:
+    return ("<r>" + "".join(f"<{k}>{v}</{k}>" for k, v in fields.items()) + "</r>").encode()
+
+
+def _json(fields: dict[str, str], encoding: str = "utf-8") -> bytes:
+    return json.dumps(fields).encode(encoding)
+
+
+# (Content-Type or None for none at all, how the fields are written in it)
+OTHER_TYPES = {
+    "form": ("application/x-www-form-urlencoded", _form),
+    "multipart": ("multipart/form-data; boundary=XyZ", _multipart),
+    "xml": ("text/xml", _xml),
+    "text": ("text/plain", _json),  # what a page of another site posts without a preflight
+    "octets": ("application/octet-stream", _json),
+    "utf16-declared": ("application/json; charset=utf-16", lambda f: _json(f, "utf-16")),
+    "none": (None, _json),
+}
+JSON_ROUTES = ["submit", "sign-up", "sign-in", "create-api-key"]
+
+
+async def _user_rows(world: World, email: str) -> int:
+    async with world.pool.acquire() as con:
+        count = await con.fetchval(
+            "SELECT count(*) FROM auth.users WHERE lower(email) = lower($1)", email
+        )
+    return int(count)
+
+
+@pytest.mark.parametrize("route", JSON_ROUTES)
+@pytest.mark.parametrize("kind", list(OTHER_TYPES))
+async def test_a_json_route_refuses_another_media_type_and_changes_nothing(
+    world: World, body_user: User, kind: str, route: str
 ) -> None:
-    await _refused(
-        world, body_user, _post(world, body_user, body, content_type), 400, "invalid_json"
-    )
+    content_type, encode = OTHER_TYPES[kind]
+    fresh = f"bodies-{secrets.token_hex(6)}@example.com"
+    path, fields, credentials = {
+        "submit": ("/v1/tasks", {"url": GOOD_URL}, body_user.cookie),
+        "sign-up": ("/v1/auth/sign-up", {"email": fresh, "password": PASSWORD}, {}),
+        "sign-in": (
+            "/v1/auth/sign-in",
+            {"email": body_user.email, "password": PASSWORD},
+            {},
+        ),
+        "create-api-key": ("/v1/auth/api-keys", {"name": "typed"}, body_user.cookie),
+    }[route]
+    headers = {**credentials, **({"Content-Type": content_type} if content_type else {})}
+    request = httpx.Request("POST", f"{world.url}{path}", content=encode(fields), headers=headers)
+    await _refused(world, body_user, request, 415, "unsupported_media_type")
+    assert await _user_rows(world, fresh) == 0
 
 
 def _padded(size: int) -> bytes:

@@ -1,16 +1,19 @@
-"""Cross-site unsafe requests carrying the session cookie: 403 ``csrf_rejected`` on every unsafe
-route, nothing changed; the same requests with a bearer API key are not subject to it."""
+"""Cross-site unsafe requests: 403 ``csrf_rejected`` on every unsafe route, sign-up and sign-in
+included, whatever credentials they carry (cookie, bearer key, none), nothing changed; clients
+that name no origin (the CLI) are not subject to it."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import pytest
 
 from tests.hostile.sources import Origin
-from tests.hostile.support import User, World, assert_problem, sign_up
+from tests.hostile.support import PASSWORD, User, World, assert_problem, sign_up
 
 # What a browser sends when a page of another site makes the request.
 FOREIGN = {
@@ -105,11 +108,27 @@ async def test_same_origin_requests_with_the_cookie_pass(
 
 
 @pytest.mark.parametrize("foreign", ["other-site", "null-origin", "referer-only"])
-async def test_bearer_requests_are_not_subject_to_the_origin_check(
-    hostile: World, hostile_origin: Origin, foreign: str
+async def test_a_cross_site_request_is_refused_whatever_its_credentials(
+    hostile: World, hostile_origin: Origin, setup: Setup, foreign: str
 ) -> None:
+    """A bearer key (or no credential at all) does not make another site's page trusted."""
+    before = await hostile.snapshot(setup.user)
+    async with hostile.client() as client:
+        for credentials in (setup.user.bearer, {}):
+            for method, path, body in _routes(setup, hostile_origin.url):
+                response = await client.request(
+                    method, path, json=body, headers={**credentials, **FOREIGN[foreign]}
+                )
+                assert_problem(response, 403, "csrf_rejected")
+    assert await hostile.snapshot(setup.user) == before
+
+
+async def test_bearer_clients_that_send_no_origin_pass(
+    hostile: World, hostile_origin: Origin
+) -> None:
+    """The CLI and scripts are no browser page: no Origin, no Sec-Fetch-Site, no refusal."""
     user = await sign_up(hostile.url, "csrf-bearer")
-    headers = {**user.bearer, **FOREIGN[foreign]}
+    headers = user.bearer
     async with hostile.client() as client:
         submitted = await client.post(
             "/v1/tasks", json={"url": f"{hostile_origin.url}/media.mp4"}, headers=headers
@@ -127,6 +146,63 @@ async def test_bearer_requests_are_not_subject_to_the_origin_check(
     async with hostile.client() as client:
         canceled = await client.post(f"/v1/tasks/{task_id}/cancel", headers=headers)
     assert_problem(canceled, 409, "task_finished")
+
+
+async def _accounts_and_sessions(hostile: World, email: str) -> tuple[int, int]:
+    async with hostile.pool.acquire() as con:
+        row = await con.fetchrow(
+            """SELECT count(DISTINCT u.id) AS users, count(s.*) AS sessions
+               FROM auth.users u LEFT JOIN auth.sessions s ON s.user_id = u.id
+               WHERE lower(u.email) = lower($1)""",
+            email,
+        )
+    assert row is not None
+    return int(row["users"]), int(row["sessions"])
+
+
+LOGIN_CSRF = {
+    "other-site": {"Origin": "https://evil.example"},
+    "fetch-metadata-cross-site": {"Sec-Fetch-Site": "cross-site"},
+}
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/json"])
+@pytest.mark.parametrize("route", ["sign-in", "sign-up"])
+@pytest.mark.parametrize("foreign", list(LOGIN_CSRF))
+async def test_another_sites_page_cannot_sign_a_visitor_in(
+    hostile: World, route: str, content_type: str, foreign: str
+) -> None:
+    """Login CSRF: a hostile page posts the attacker's credentials (a text/plain body needs no
+    preflight) to sign the visitor into the attacker's account. Refused, no cookie set."""
+    if route == "sign-in":
+        email = (await sign_up(hostile.url, "csrf-login")).email
+    else:
+        email = f"csrf-login-{secrets.token_hex(6)}@example.com"
+    before = await _accounts_and_sessions(hostile, email)
+    body = json.dumps({"email": email, "password": PASSWORD}).encode()
+    async with hostile.client() as client:
+        response = await client.post(
+            f"/v1/auth/{route}",
+            content=body,
+            headers={"Content-Type": content_type, **LOGIN_CSRF[foreign]},
+        )
+    assert_problem(response, 403, "csrf_rejected")
+    assert "set-cookie" not in response.headers, response.headers
+    assert await _accounts_and_sessions(hostile, email) == before
+
+
+async def test_the_pages_own_origin_and_the_cli_still_sign_in(hostile: World) -> None:
+    user = await sign_up(hostile.url, "csrf-login")
+    credentials = {"email": user.email, "password": PASSWORD}
+    async with hostile.client() as client:
+        for headers in (
+            {"Origin": hostile.url, "Sec-Fetch-Site": "same-origin"},
+            {"Sec-Fetch-Site": "same-origin"},
+            {},
+        ):
+            response = await client.post("/v1/auth/sign-in", json=credentials, headers=headers)
+            assert response.status_code == 200, (headers, response.text)
+            assert response.cookies.get("mf_session"), headers
 
 
 async def test_safe_methods_are_not_refused_for_their_origin(hostile: World, setup: Setup) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 import uuid
 from collections.abc import AsyncIterator
@@ -27,10 +28,10 @@ from mediaflow_libs.logging import configure_logging
 from mediaflow_libs.problems import ProblemError, exception_handlers
 from mediaflow_libs.sessions import (
     announce_revocation,
-    check_same_origin,
     check_service_token,
     credential_digest,
     presented_credential,
+    refuse_cross_site,
 )
 from mediaflow_libs.web import (
     around_routing,
@@ -87,6 +88,15 @@ def _validated_email(body: dict[str, Any]) -> str:
     if len(email) > MAX_EMAIL_LENGTH or not _EMAIL.match(email):
         raise ProblemError(422, "invalid_email", "`email` must be an email address.")
     return email
+
+
+def _sign_in_account(email: str) -> str:
+    """How sign-in limits name an account: its email as sign-in matches it (any case), or a
+    digest of a longer one (no account has it, and a rate-limit key must stay short)."""
+    normalised = email.strip().lower()
+    if len(normalised) <= MAX_EMAIL_LENGTH:
+        return normalised
+    return "sha256:" + hashlib.sha256(normalised.encode()).hexdigest()
 
 
 def _set_cookie(response: Response[Any], header_value: str) -> Response[Any]:
@@ -166,10 +176,18 @@ async def sign_in(
     email = storable_text(body.get("email")) or ""
     password = storable_text(body.get("password")) or ""
     settings = resources.settings
-    account = f"email:{email.strip().lower()}"
-    subjects = {account: settings.sign_in_max_failures_per_account}
-    if request.client:
-        subjects[f"ip:{request.client.host}"] = settings.sign_in_max_failures_per_ip
+    account = _sign_in_account(email)
+    address = request.client.host if request.client else "unknown"
+    # The pair is what one guesser at one address runs into; the account limit is far
+    # higher, and a throttled pair's attempts are not counted, so only failures from many
+    # addresses reach it (a distributed guesser), never one address alone: the owner,
+    # elsewhere, still signs in. The address limit stops one address trying many accounts.
+    pair = f"account_ip:{address}|{account}"
+    subjects = {
+        pair: settings.sign_in_max_failures_per_account_and_ip,
+        f"account:{account}": settings.sign_in_max_failures_per_account,
+        f"ip:{address}": settings.sign_in_max_failures_per_ip,
+    }
     window = settings.sign_in_window_seconds
     async with resources.pool.acquire() as con:
         # Counted as a failure up front (and given back if it succeeds): attempts sent at
@@ -193,10 +211,10 @@ async def sign_in(
         log.info("auth.sign_in_refused", code="invalid_credentials")
         raise ProblemError(401, "invalid_credentials", "The email or password is wrong.")
     async with resources.pool.acquire() as con, con.transaction():
-        await ratelimit.reset(con, SIGN_IN_FAILURES, account)
-        await ratelimit.give_back(
-            con, SIGN_IN_FAILURES, [s for s in subjects if s != account], window
-        )
+        # The owner's own mistakes from here are forgotten; failures others made against
+        # the account stay counted (signing in must not reset a distributed guesser).
+        await ratelimit.reset(con, SIGN_IN_FAILURES, pair)
+        await ratelimit.give_back(con, SIGN_IN_FAILURES, [s for s in subjects if s != pair], window)
         if passwords.needs_rehash(user["password_hash"]):
             await con.execute(
                 "UPDATE auth.users SET password_hash = $2 WHERE id = $1",
@@ -212,7 +230,6 @@ async def sign_in(
 async def sign_out(
     request: Request[Any, Any, Any], resources: NamedDependency[Resources]
 ) -> Response[None]:
-    check_same_origin(request, resources.settings.public_url)
     credential = presented_credential(request, resources.settings.public_url)
     if credential and not api_keys.looks_like_api_key(credential):
         async with resources.pool.acquire() as con:
@@ -237,7 +254,6 @@ async def _check(resources: Resources, credential: str | None) -> dict[str, Any]
 
 
 async def _signed_in_user(request: Request[Any, Any, Any], resources: Resources) -> dict[str, Any]:
-    check_same_origin(request, resources.settings.public_url)
     checked = await _check(resources, presented_credential(request, resources.settings.public_url))
     structlog.contextvars.bind_contextvars(user_id=checked["user"]["id"])
     return dict(checked["user"])
@@ -382,6 +398,7 @@ def create_app(settings: AuthSettings | None = None) -> Litestar:
                 *health_routes(readiness, settings),
             ],
             lifespan=[resources],
+            guards=[refuse_cross_site(settings.public_url)],
             dependencies={"resources": Provide(_resources, sync_to_thread=False)},
             exception_handlers=exception_handlers,  # type: ignore[arg-type]
             openapi_config=None,

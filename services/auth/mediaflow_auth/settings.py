@@ -25,8 +25,22 @@ class AuthSettings(ServiceSettings):
     sign_in_window_seconds: int = Field(
         900, ge=1, description="Length of the window in which failed sign-ins are counted"
     )
+    sign_in_max_failures_per_account_and_ip: int = Field(
+        10,
+        ge=1,
+        description=(
+            "Failed sign-ins per account from one client address per window before that "
+            "address gets 429 for that account (others still sign in)"
+        ),
+    )
     sign_in_max_failures_per_account: int = Field(
-        10, ge=1, description="Failed sign-ins per account per window before 429"
+        50,
+        ge=1,
+        description=(
+            "Failed sign-ins per account per window, from all addresses together, before 429: "
+            "stops a guesser spread over many addresses; must exceed "
+            "SIGN_IN_MAX_FAILURES_PER_ACCOUNT_AND_IP, so that no single address can reach it"
+        ),
     )
     sign_in_max_failures_per_ip: int = Field(
         100, ge=1, description="Failed sign-ins per client address per window before 429"
@@ -36,4 +50,18 @@ class AuthSettings(ServiceSettings):
     def _check_ports(self) -> Self:
         if self.internal_port == self.port:
             raise ValueError(f"INTERNAL_PORT must differ from PORT ({self.port})")
+        return self
+
+    @model_validator(mode="after")
+    def _check_sign_in_limits(self) -> Self:
+        # A throttled address's attempts are not counted, so one address adds at most the
+        # per-address limit to the account's count: below the account limit it can never
+        # lock the owner out.
+        if self.sign_in_max_failures_per_account <= self.sign_in_max_failures_per_account_and_ip:
+            raise ValueError(
+                "SIGN_IN_MAX_FAILURES_PER_ACCOUNT must exceed "
+                "SIGN_IN_MAX_FAILURES_PER_ACCOUNT_AND_IP "
+                f"({self.sign_in_max_failures_per_account_and_ip}), or one client address "
+                "could lock an account's owner out"
+            )
         return self

@@ -30,6 +30,7 @@ from mediaflow_libs.sessions import (
     SessionClient,
     cookie_name,
     listen_for_revocations,
+    refuse_cross_site,
     require_identity,
 )
 from mediaflow_libs.tasks import Submitter
@@ -159,6 +160,7 @@ def create_app(settings: GatewaySettings | None = None) -> Litestar:
                 *health_routes(readiness, settings),
             ],
             lifespan=[resources],
+            guards=[refuse_cross_site(settings.public_url)],
             dependencies={
                 "resources": Provide(_resources, sync_to_thread=False),
                 "identity": Provide(_identity),

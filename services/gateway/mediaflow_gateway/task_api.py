@@ -189,7 +189,7 @@ class _SubmitTaskOperation(Operation):
     "/v1/tasks",
     status_code=202,
     operation_class=_SubmitTaskOperation,
-    responses=problem_responses(400, 401, 402, 403, 409, 413, 422, 429, 503),
+    responses=problem_responses(400, 401, 402, 403, 409, 413, 415, 422, 429, 503),
     response_headers=[
         ResponseHeader(
             name="Location",
@@ -214,7 +214,8 @@ async def submit_task(
             structlog.contextvars.bind_contextvars(trace_id=trace_id)
         try:
             # The session is checked here, not as a dependency, so that its refusals (401,
-            # 403 csrf_rejected, 503 auth_unavailable) are counted with the others.
+            # 503 auth_unavailable) are counted with the others. A cross-site one is refused
+            # before any route runs (http_cross_site_refused_total).
             identity = await require_identity(
                 request, resources.sessions, resources.settings.public_url
             )

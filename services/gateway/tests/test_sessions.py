@@ -121,13 +121,19 @@ async def test_api_key_works_wherever_the_cookie_does(
     me = await gateway.get("/v1/me", headers=bearer)
     assert me.status_code == 200
     assert me.json()["user"]["id"] == user.id
-    # A bearer request is not a browser's: no CSRF check applies.
+    # A client that is not a browser sends no Origin: its unsafe requests pass.
     submitted = await gateway.post(
+        "/v1/tasks", json={"url": "https://media.example/k.mp4"}, headers=bearer
+    )
+    assert submitted.status_code == 202
+    # Another site's page is refused whatever credentials it sends, a bearer key included.
+    cross_site = await gateway.post(
         "/v1/tasks",
         json={"url": "https://media.example/k.mp4"},
         headers=bearer | {"origin": "https://other.example"},
     )
-    assert submitted.status_code == 202
+    assert cross_site.status_code == 403
+    assert cross_site.json()["code"] == "csrf_rejected"
 
 
 async def test_a_cached_session_check_never_outlives_the_session(

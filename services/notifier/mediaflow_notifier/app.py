@@ -18,7 +18,7 @@ from litestar.di import Provide
 from mediaflow_libs import amqp, db
 from mediaflow_libs.logging import configure_logging
 from mediaflow_libs.problems import exception_handlers
-from mediaflow_libs.sessions import SessionClient, listen_for_revocations
+from mediaflow_libs.sessions import SessionClient, listen_for_revocations, refuse_cross_site
 from mediaflow_libs.web import ReadinessCheck, around_routing, health_routes, serve
 from mediaflow_notifier import sse
 from mediaflow_notifier.fanout import Fanout
@@ -147,6 +147,8 @@ def create_app(settings: NotifierSettings | None = None) -> Litestar:
             route_handlers=[sse.events, *health_routes(readiness, settings)],
             lifespan=[database, broker, fanout, heartbeat, sessions, end_streams_on_stop_signal],
             state=State({"resources": resources}),
+            # Its routes are all safe today; a new unsafe one is covered from the start.
+            guards=[refuse_cross_site(settings.public_url)],
             dependencies={"resources": Provide(resources_of, sync_to_thread=False)},
             exception_handlers=exception_handlers,  # type: ignore[arg-type]
             openapi_config=None,
