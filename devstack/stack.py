@@ -19,9 +19,20 @@ from string import Template
 
 import httpx
 
+from mediaflow_libs.egress import endpoints
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SERVICES = ("auth", "gateway", "notifier", "worker")
 S3_PORT = 8333
+# What `weed mini` listens on besides S3: master, volume, filer, WebDAV, Iceberg, metrics and
+# admin, each with a gRPC twin 10000 above.
+SEAWEEDFS_PORTS = tuple(
+    port
+    for base in (S3_PORT, 9333, 9340, 8888, 7333, 8181, 9101, 23646)
+    for port in (base, base + 10000)
+)
+# RabbitMQ's management UI, inter-node port and epmd.
+RABBITMQ_EXTRA_PORTS = (15672, 25672, 4369)
 LOCAL_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432"
 # Children started by this process, kept so they are reaped (not left as zombies or
 # reported as "still running" when their Popen object is collected).
@@ -212,6 +223,30 @@ def apply_migrations(database_url: str) -> None:
 # --- services -------------------------------------------------------------------------
 
 
+def listening_ports(config: StackConfig) -> list[int]:
+    """Every port this stack's servers listen on (and Prometheus's, for `make observe`)."""
+    broker = config.amqp_url or os.environ.get("AMQP_URL", "amqp://127.0.0.1:5672/")
+    servers = [port for url in (config.database_url, broker) for _, port in endpoints(url)]
+    return sorted(
+        {
+            *SEAWEEDFS_PORTS,
+            *servers,
+            *RABBITMQ_EXTRA_PORTS,
+            config.ingress_port,
+            *config.ports.values(),
+            config.auth_internal_port,
+            int(os.environ.get("OBSERVE_PORT", "9090")),
+        }
+    )
+
+
+def egress_deny(config: StackConfig, extra: str = "") -> str:
+    """EGRESS_DENY for the stack: every port it listens on, on every loopback address (its
+    servers bind 127.0.0.1; the sample origin listens on a free port, which stays open)."""
+    entries = [f"127.0.0.0/8:{p},[::1]/128:{p}" for p in listening_ports(config)]
+    return ",".join([*entries, *([extra] if extra.strip() else [])])
+
+
 def service_env(config: StackConfig, service: str) -> dict[str, str]:
     defaults = {
         "PUBLIC_URL": config.public_url,
@@ -225,6 +260,10 @@ def service_env(config: StackConfig, service: str) -> dict[str, str]:
         "S3_BUCKET": config.bucket,
         "S3_ENDPOINT_URL": f"http://127.0.0.1:{S3_PORT}",
         "AUTH_INTERNAL_URL": f"http://127.0.0.1:{config.auth_internal_port}",
+        "AUTH_URL": config.service_url("auth"),
+        "GATEWAY_URL": config.service_url("gateway"),
+        "NOTIFIER_URL": config.service_url("notifier"),
+        "WORKER_URL": config.service_url("worker"),
         "HOST": "127.0.0.1",
         "PORT": str(config.ports[service]),
     }
@@ -232,8 +271,11 @@ def service_env(config: StackConfig, service: str) -> dict[str, str]:
         fixed["INTERNAL_PORT"] = str(config.auth_internal_port)
     if config.amqp_url is not None:
         fixed["AMQP_URL"] = config.amqp_url
+    given = dict(os.environ) | config.extra_env
+    # What the caller denies is denied on top of the stack's own ports.
+    fixed["EGRESS_DENY"] = egress_deny(config, given.get("EGRESS_DENY", ""))
     # The caller's environment passes through; what ties the stack together is fixed.
-    return defaults | dict(os.environ) | config.extra_env | fixed
+    return defaults | given | fixed
 
 
 def start_service(config: StackConfig, service: str) -> subprocess.Popen[bytes]:

@@ -9,10 +9,24 @@ from pathlib import Path
 import pytest
 
 from devstack import media, stack
+from tests.hostile.sources import Canary
 
 
 @pytest.fixture(scope="session")
-def running_stack(infra, tmp_path_factory: pytest.TempPathFactory) -> Iterator[stack.StackConfig]:  # type: ignore[no-untyped-def]
+def denied_canary() -> Iterator[Canary]:
+    """A server on 127.0.0.1 whose port the running stack puts in EGRESS_DENY: it stands for
+    one of the system's own servers, and counts whatever reaches it."""
+    canary = Canary("127.0.0.1")
+    try:
+        yield canary
+    finally:
+        canary.close()
+
+
+@pytest.fixture(scope="session")
+def running_stack(
+    infra, tmp_path_factory: pytest.TempPathFactory, denied_canary: Canary
+) -> Iterator[stack.StackConfig]:  # type: ignore[no-untyped-def]
     config = stack.StackConfig(
         run_dir=tmp_path_factory.mktemp("stack"),
         database=infra.database,
@@ -20,7 +34,7 @@ def running_stack(infra, tmp_path_factory: pytest.TempPathFactory) -> Iterator[s
         bucket=infra.bucket,
         ingress_port=stack.free_port(),
         ports={service: stack.free_port() for service in stack.SERVICES},
-        extra_env={"LOG_LEVEL": "info"},
+        extra_env={"LOG_LEVEL": "info", "EGRESS_DENY": f"127.0.0.1/32:{denied_canary.port}"},
     )
     try:
         stack.up(config, data_dir=stack.REPO_ROOT / ".data")

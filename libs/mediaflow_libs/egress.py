@@ -7,6 +7,7 @@ import ipaddress
 import re
 import socket
 from collections.abc import Iterable
+from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
 Network = IPv4Network | IPv6Network
@@ -70,6 +71,67 @@ def parse_cidrs(value: str) -> tuple[Network, ...]:
     return tuple(networks)
 
 
+# An entry of EGRESS_ALLOW_CIDRS or EGRESS_DENY is a CIDR, optionally with a port after a
+# colon; an IPv6 address with a port is bracketed: ``127.0.0.1/32:8888``, ``[::1]/128:9000``.
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A network, and the one port it is about (None: every port)."""
+
+    network: Network
+    port: int | None = None
+
+    def matches(self, address: Address, port: int) -> bool:
+        return (
+            address.version == self.network.version
+            and address in self.network
+            and (self.port is None or self.port == port)
+        )
+
+    def __str__(self) -> str:
+        if self.port is None:
+            return str(self.network)
+        spelled = f"[{self.network}]" if self.network.version == 6 else str(self.network)
+        return f"{spelled}:{self.port}"
+
+
+def parse_entries(value: str, setting: str = "EGRESS_ALLOW_CIDRS") -> tuple[Entry, ...]:
+    """``"10.0.0.0/8, 127.0.0.1/32:9000, [::1]/128:9000"`` → entries; a bad entry raises
+    ValueError naming ``setting`` and the entry."""
+    entries = []
+    for text in (part.strip() for part in value.split(",")):
+        if not text:
+            continue
+        try:
+            cidr, port_text = _split_entry(text)
+            network = ipaddress.ip_network(cidr, strict=False)
+            port = None if port_text is None else int(port_text)
+            if port is not None and not 1 <= port <= 65535:
+                raise ValueError(f"port {port} is out of range")
+        except ValueError as exc:
+            raise ValueError(f"{setting}: {text!r} is not a CIDR ({exc})") from exc
+        entries.append(Entry(network, port))
+    return tuple(entries)
+
+
+def _split_entry(text: str) -> tuple[str, str | None]:
+    """``"[::1]/128:9000"`` → ``("::1/128", "9000")``; ``"10.0.0.0/8"`` → ``(…, None)``."""
+    if text.startswith("["):
+        inside, bracket, tail = text[1:].partition("]")
+        prefix, colon, port_text = tail.partition(":")
+        if not bracket or (prefix and not prefix.startswith("/")) or ":" not in inside:
+            raise ValueError("expected [IPv6 address]/PREFIX:PORT")
+        cidr, port = inside + prefix, port_text if colon else None
+    elif text.count(":") == 1:  # IPv4 with a port; IPv6 without brackets has no port
+        cidr, port = text.split(":")
+    else:
+        cidr, port = text, None
+    if port is not None and not port.isdigit():
+        raise ValueError(f"{port!r} is not a port")
+    return cidr, port
+
+
 def _embedded_ipv4(address: IPv6Address) -> IPv4Address | None:
     """The IPv4 address an IPv6 spelling carries (mapped, SIIT, compatible, NAT64, 6to4,
     Teredo), else None."""
@@ -118,6 +180,132 @@ def is_allowed(address: Address, allow: Iterable[Network] = ()) -> bool:
             if candidate not in METADATA_ADDRESSES or network.num_addresses == 1:
                 return True
     return all(_is_public(c) for c in candidates)
+
+
+# Connecting to the unspecified address reaches this host's own listeners (Linux treats it as
+# loopback): for the deny list it stands for the loopback addresses.
+_THIS_HOST = (IPv4Address("127.0.0.1"), IPv6Address("::1"))
+
+
+def _deny_candidates(address: Address) -> list[Address]:
+    """The addresses a connection to ``address`` may reach: itself without its zone, the
+    IPv4 address an IPv6 spelling carries, and loopback for the unspecified address."""
+    if isinstance(address, IPv6Address):
+        address = IPv6Address(int(address))
+        embedded = _embedded_ipv4(address)
+        found: list[Address] = [address] if embedded is None else [address, embedded]
+    else:
+        found = [address]
+    if any(a.is_unspecified for a in found):
+        found.extend(_THIS_HOST)
+    return found
+
+
+@dataclass(frozen=True)
+class EgressPolicy:
+    """The whole egress rule: an address and port may be fetched when no deny entry matches
+    it (deny always wins) and it is public or in an allow entry that covers this port.
+
+    ``deny`` holds EGRESS_DENY and the system's own servers (:func:`system_entries`)."""
+
+    allow: tuple[Entry, ...] = ()
+    deny: tuple[Entry, ...] = ()
+
+    @classmethod
+    def parse(cls, allow: str = "", deny: str = "") -> EgressPolicy:
+        return cls(parse_entries(allow), parse_entries(deny, "EGRESS_DENY"))
+
+    def with_deny(self, more: Iterable[Entry]) -> EgressPolicy:
+        return EgressPolicy(self.allow, tuple(dict.fromkeys((*self.deny, *more))))
+
+    def allows(self, address: Address, port: int) -> bool:
+        candidates = _deny_candidates(address)
+        if any(entry.matches(c, port) for entry in self.deny for c in candidates):
+            return False
+        networks = [e.network for e in self.allow if e.port is None or e.port == port]
+        return is_allowed(address, networks)
+
+
+# No allow and no deny entries: public addresses only.
+PUBLIC_ONLY = EgressPolicy()
+
+DEFAULT_PORTS = {
+    "http": 80,
+    "https": 443,
+    "postgres": 5432,
+    "postgresql": 5432,
+    "amqp": 5672,
+    "amqps": 5671,
+}
+_LOOPBACK_V4 = IPv4Network("127.0.0.0/8")
+_LOOPBACK_V6 = IPv6Network("::1/128")
+
+
+def endpoints(url: str) -> list[tuple[str, int]]:
+    """The (host, port) pairs a server URL or DSN names (a PostgreSQL DSN may name several
+    hosts); [] for what names no TCP server (a Unix socket, an unparsable value)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return []
+    netloc = rest.split("/", 1)[0].split("?", 1)[0].rpartition("@")[2]
+    default = DEFAULT_PORTS.get(scheme.lower())
+    found = []
+    for part in netloc.split(","):
+        host, port = _host_port(part, default)
+        if host and port:
+            found.append((host, port))
+    return found
+
+
+def _host_port(text: str, default: int | None) -> tuple[str, int | None]:
+    if text.startswith("["):
+        host, _, tail = text[1:].partition("]")
+        port_text = tail[1:] if tail.startswith(":") else ""
+    elif text.count(":") == 1:
+        host, _, port_text = text.partition(":")
+    else:
+        host, port_text = text, ""
+    if not port_text:
+        return host, default
+    return (host, int(port_text)) if port_text.isdigit() else ("", None)
+
+
+def entries_for(address: Address, port: int) -> list[Entry]:
+    """Deny entries for a server of ours at ``address``: one on loopback or bound to every
+    address is reached through any loopback address, so the whole loopback range is denied
+    on that port."""
+    if address.is_loopback or address.is_unspecified:
+        return [Entry(_LOOPBACK_V4, port), Entry(_LOOPBACK_V6, port)]
+    bits = 32 if address.version == 4 else 128
+    return [Entry(ipaddress.ip_network(f"{address}/{bits}"), port)]
+
+
+def system_entries(urls: Iterable[str], *, resolve: bool) -> tuple[Entry, ...]:
+    """Deny entries for the system's own servers named by ``urls``. With ``resolve``, host
+    names are looked up (once, at start); without, only literal addresses count (the gateway
+    does no DNS at submit). A name that does not resolve is left out."""
+    found: list[Entry] = []
+    for url in urls:
+        for host, port in endpoints(url):
+            for address in _addresses(host, resolve):
+                found.extend(entries_for(address, port))
+    return tuple(dict.fromkeys(found))
+
+
+def _addresses(host: str, resolve: bool) -> list[Address]:
+    literal = literal_address(host)
+    if literal is not None:
+        if literal.is_unspecified and resolve:
+            # A server bound to every address is also reached at this host's own addresses.
+            return [literal, *_addresses(socket.gethostname(), resolve)]
+        return [literal]
+    if not resolve:
+        return []
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        return []
+    return [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
 
 
 def ip_literal(host: str) -> Address | None:

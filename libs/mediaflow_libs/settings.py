@@ -10,8 +10,10 @@ from __future__ import annotations
 from typing import Self
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from mediaflow_libs.egress import EgressPolicy, parse_entries, system_entries
 
 MIB = 1024 * 1024
 
@@ -106,3 +108,75 @@ class SessionCheckSettings(SettingsGroup):
         ge=0,
         description="How long a valid session check is reused; revocations evict at once (0: off)",
     )
+
+
+# Settings naming the system's own servers: the worker never fetches from them, whatever
+# EGRESS_ALLOW_CIDRS says. A service checks those it has.
+SYSTEM_SERVER_SETTINGS = (
+    "s3_endpoint_url",
+    "s3_public_endpoint_url",
+    "database_url",
+    "amqp_url",
+    "auth_url",
+    "auth_internal_url",
+    "gateway_url",
+    "notifier_url",
+    "worker_url",
+)
+
+
+class EgressSettings(SettingsGroup):
+    """Where user URLs may lead (the gateway checks what it can tell at submit, the worker
+    every connection), and the system's servers they never may."""
+
+    egress_allow_cidrs: str = Field(
+        "",
+        description=(
+            "Comma-separated CIDRs the worker may fetch from although they are private, "
+            "loopback or otherwise refused; an entry may carry a port (127.0.0.1/32:9000, "
+            "[::1]/128:9000)"
+        ),
+    )
+    egress_deny: str = Field(
+        "",
+        description=(
+            "Comma-separated CIDRs, each optionally with a port, never fetched whatever "
+            "EGRESS_ALLOW_CIDRS says; the system's own servers (S3, database, broker, auth, "
+            "every service port) are denied without being listed"
+        ),
+    )
+    auth_url: str = Field(
+        "http://127.0.0.1:8101", description="auth's public port, as the ingress reaches it"
+    )
+    gateway_url: str = Field(
+        "http://127.0.0.1:8102", description="gateway's port, as the ingress reaches it"
+    )
+    notifier_url: str = Field(
+        "http://127.0.0.1:8103", description="notifier's port, as the ingress reaches it"
+    )
+    worker_url: str = Field(
+        "http://127.0.0.1:8104", description="worker's probe and metrics port, as scrapers reach it"
+    )
+
+    @field_validator("egress_allow_cidrs", "egress_deny")
+    @classmethod
+    def _check_entries(cls, value: str, info: ValidationInfo) -> str:
+        parse_entries(value, (info.field_name or "").upper())  # raises naming the bad entry
+        return value
+
+    def system_urls(self) -> list[str]:
+        """The URLs of the system's servers this service's settings name, itself included."""
+        urls = [getattr(self, name, None) for name in SYSTEM_SERVER_SETTINGS]
+        host, port = getattr(self, "host", None), getattr(self, "port", None)
+        if isinstance(host, str) and isinstance(port, int):
+            urls.append(f"http://{f'[{host}]' if ':' in host else host}:{port}")
+        internal = getattr(self, "internal_port", None)
+        if isinstance(host, str) and isinstance(internal, int):
+            urls.append(f"http://{f'[{host}]' if ':' in host else host}:{internal}")
+        return [url for url in urls if isinstance(url, str) and url]
+
+    def egress_policy(self, *, resolve: bool) -> EgressPolicy:
+        """EGRESS_ALLOW_CIDRS and EGRESS_DENY, with the system's servers denied: their names
+        resolved when ``resolve`` (the worker, at start), literal addresses only otherwise."""
+        policy = EgressPolicy.parse(self.egress_allow_cidrs, self.egress_deny)
+        return policy.with_deny(system_entries(self.system_urls(), resolve=resolve))

@@ -35,7 +35,7 @@ from prometheus_client import Counter
 
 from mediaflow_gateway.resources import Resources
 from mediaflow_libs import credits, egress, tasks, telemetry
-from mediaflow_libs.egress import Network
+from mediaflow_libs.egress import EgressPolicy
 from mediaflow_libs.problems import ProblemError
 from mediaflow_libs.schemas import Me, TaskEnvelope, TaskPage, problem_responses
 from mediaflow_libs.sessions import Identity, require_identity
@@ -60,8 +60,10 @@ TASKS_SUBMITTED = Counter(
 )
 
 
-def validated_source_url(value: object, allow: tuple[Network, ...] = ()) -> str:
-    """The URL with its host IDNA-normalised, or a 422 naming what is wrong with it."""
+def validated_source_url(value: object, policy: EgressPolicy = egress.PUBLIC_ONLY) -> str:
+    """The URL with its host IDNA-normalised, or a 422 naming what is wrong with it. A literal
+    address the egress rule refuses (on its port) is 422 ``blocked_destination``; names are
+    left to the worker, which resolves them (no DNS here)."""
     text = storable_text(value)
     if text is None or not text.strip():
         raise ProblemError(422, "invalid_url", "`url` must be a non-empty string of characters.")
@@ -88,9 +90,11 @@ def validated_source_url(value: object, allow: tuple[Network, ...] = ()) -> str:
         )
     address = egress.literal_address(hostname)
     if address is not None:
-        if not egress.is_allowed(address, allow):
+        # The same words whatever the reason: the answer tells nothing about what is there.
+        effective_port = egress.DEFAULT_PORTS[parts.scheme.lower()] if port is None else port
+        if not policy.allows(address, effective_port):
             raise ProblemError(
-                422, "blocked_destination", f"{hostname} is a private or reserved address."
+                422, "blocked_destination", f"{hostname} is not reachable from here."
             )
         host = f"[{address}]" if address.version == 6 else str(address)
     else:
@@ -235,7 +239,7 @@ async def _submit(
     """The task for this submission and whether it already existed (same Idempotency-Key)."""
     key = _idempotency_key(request)  # read from the headers so its errors are ours
     body = await read_json_object(request)
-    source_url = validated_source_url(body.get("url"), resources.settings.egress_allow_networks)
+    source_url = validated_source_url(body.get("url"), resources.settings.egress)
     settings = resources.settings
     request_hash = (
         hashlib.sha256(json.dumps(body, sort_keys=True).encode()).digest() if key else None

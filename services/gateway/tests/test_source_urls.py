@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import ipaddress
-
 import pytest
 
 from mediaflow_gateway.task_api import validated_source_url
+from mediaflow_libs.egress import EgressPolicy
 from mediaflow_libs.problems import ProblemError
 
 
@@ -50,7 +49,7 @@ def test_literal_private_addresses_are_blocked(url: str) -> None:
 
 
 def test_allow_list_opens_a_range_but_not_metadata() -> None:
-    allow = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("169.254.0.0/16"))
+    allow = EgressPolicy.parse("127.0.0.0/8, 169.254.0.0/16")
     assert (
         validated_source_url("http://127.0.0.1:9000/v.mp4", allow) == "http://127.0.0.1:9000/v.mp4"
     )
@@ -110,7 +109,7 @@ def test_malformed_urls_are_invalid(url: str) -> None:
 
 
 def test_a_normalised_host_is_stored_as_the_resolver_sees_it() -> None:
-    allow = (ipaddress.ip_network("127.0.0.1/32"),)
+    allow = EgressPolicy.parse("127.0.0.1/32")
     assert validated_source_url("http://\uff11\uff12\uff17.0.0.1./v.mp4", allow) == (
         "http://127.0.0.1/v.mp4"
     )

@@ -11,15 +11,22 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 
 import aiohttp
 from yarl import URL
 
+from mediaflow_libs.egress import host_name, is_well_formed_host_name
 from mediaflow_worker.backoff import parse_retry_after
-from mediaflow_worker.egress import GuardedResolver, Network, check_address, ip_literal
+from mediaflow_worker.egress import (
+    EgressPolicy,
+    GuardedResolver,
+    blocked,
+    check_address,
+    ip_literal,
+)
 from mediaflow_worker.errors import Retry, TaskFailure
 
 CHUNK_BYTES = 256 * 1024
@@ -34,7 +41,7 @@ _NUMERIC_HOST = re.compile(r"^(0x[0-9a-f]*|[0-9]+)(\.(0x[0-9a-f]*|[0-9]+)){0,3}\
 
 @dataclass(frozen=True)
 class FetchLimits:
-    allow: tuple[Network, ...]
+    egress: EgressPolicy
     max_bytes: int
     max_redirects: int
     connect_timeout: float
@@ -55,9 +62,9 @@ class Source:
 
 
 @asynccontextmanager
-async def open_http(allow: Iterable[Network]) -> AsyncIterator[aiohttp.ClientSession]:
+async def open_http(egress: EgressPolicy) -> AsyncIterator[aiohttp.ClientSession]:
     """The worker's one HTTP client; its connector can only reach allowed addresses."""
-    connector = aiohttp.TCPConnector(resolver=GuardedResolver(allow), limit=100)
+    connector = aiohttp.TCPConnector(resolver=GuardedResolver(egress), limit=100)
     async with aiohttp.ClientSession(
         connector=connector,
         headers={"User-Agent": USER_AGENT},
@@ -67,15 +74,41 @@ async def open_http(allow: Iterable[Network]) -> AsyncIterator[aiohttp.ClientSes
         yield session
 
 
-def check_url(url: URL, allow: Iterable[Network]) -> None:
-    """Refuse schemes other than http(s), numeric host spellings and refused IP literals."""
-    if url.scheme not in ("http", "https") or not url.host:
+def parse_url(text: str, base: URL | None = None) -> URL:
+    """``text`` as a URL (joined with ``base``, the page or hop it came from), or a source
+    error: a Location or link that does not parse is the source's fault, not ours."""
+    try:
+        url = URL(text)
+        return url if base is None else base.join(url)
+    except (TypeError, ValueError) as exc:  # UnicodeError included
+        raise TaskFailure(
+            "source_http_error", "The source leads to a URL that cannot be fetched."
+        ) from exc
+
+
+def check_url(url: URL, egress: EgressPolicy) -> None:
+    """Refuse schemes other than http(s), numeric host spellings, host names no resolver
+    would take as they are, and refused IP literals (on the port they would be reached on)."""
+    try:
+        scheme, host, port = url.scheme, url.host, url.port
+    except (TypeError, ValueError) as exc:
+        raise TaskFailure(
+            "source_http_error", "The source leads to a URL that cannot be fetched."
+        ) from exc
+    if scheme not in ("http", "https") or not host or port is None:
         raise TaskFailure("blocked_destination", "Only http and https URLs can be fetched.")
-    host = url.host
     if ip_literal(host) is not None:
-        check_address(host.strip("[]"), allow)
+        check_address(host.strip("[]"), port, egress)
     elif _NUMERIC_HOST.match(host):
-        raise TaskFailure("blocked_destination", f"The host {host!r} is not a valid address.")
+        raise blocked(host)
+    else:
+        try:
+            name = host_name(host)
+        except ValueError as exc:
+            raise blocked(host) from exc
+        # What the gateway refuses at submit, refused here too for hosts a source names.
+        if not is_well_formed_host_name(name):
+            raise blocked(host)
 
 
 @asynccontextmanager
@@ -85,15 +118,15 @@ async def open_source(
     """Follow redirects to the media and hand back its size and a chunk iterator; the
     response is closed when the block ends."""
     deadline = time.monotonic() + limits.total_timeout
-    target = URL(url)
+    target = parse_url(url)
     for _hop in range(limits.max_redirects + 1):
-        check_url(target, limits.allow)
+        check_url(target, limits.egress)
         response = await _request(session, target, limits, deadline)
         location = response.headers.get("Location")
         if response.status not in _REDIRECTS or not location:
             break
         response.release()
-        target = target.join(URL(location))
+        target = parse_url(location, target)
     else:
         raise TaskFailure(
             "source_http_error", f"The source redirected more than {limits.max_redirects} times."
@@ -172,5 +205,13 @@ def _mapped_errors() -> Iterator[None]:
         raise TaskFailure("blocked_destination", "The source URL cannot be fetched.") from exc
     except aiohttp.ClientPayloadError as exc:
         raise Retry("source_unreachable", "The source broke off the download.") from exc
+    except aiohttp.ClientResponseError as exc:
+        # What the client's parser refuses (a malformed status line or header): the answer is
+        # not HTTP, and another attempt would get the same.
+        raise TaskFailure("source_http_error", "The source's answer is not valid HTTP.") from exc
     except (aiohttp.ClientError, OSError) as exc:
         raise Retry("source_unreachable", "The source could not be reached.") from exc
+    except (ValueError, LookupError) as exc:
+        # A URL or header the client cannot encode or take apart (odd bytes, odd encodings):
+        # the source's doing, and never an internal error.
+        raise TaskFailure("source_http_error", "The source cannot be fetched as it is.") from exc

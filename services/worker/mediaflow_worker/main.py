@@ -140,7 +140,7 @@ async def run(
         await channel.set_qos(prefetch_count=settings.worker_prefetch)
         s3 = await stack.enter_async_context(open_object_store(settings))
         await s3.ensure_bucket(settings.s3_bucket)
-        http = await stack.enter_async_context(open_http(settings.egress_allow_networks))
+        http = await stack.enter_async_context(open_http(settings.egress))
         publisher = await amqp.channel(publisher_confirms=True, on_return_raises=True)
         stack.push_async_callback(publisher.close)
         resources = Resources(

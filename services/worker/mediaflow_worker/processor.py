@@ -98,7 +98,7 @@ class Resources:
     def fetch_limits(self) -> FetchLimits:
         s = self.settings
         return FetchLimits(
-            allow=s.egress_allow_networks,
+            egress=s.egress,
             max_bytes=s.max_media_bytes,
             max_redirects=s.fetch_max_redirects,
             connect_timeout=s.fetch_connect_timeout_seconds,

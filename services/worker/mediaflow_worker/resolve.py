@@ -24,7 +24,7 @@ import aiohttp
 from yarl import URL
 
 from mediaflow_worker.errors import TaskFailure
-from mediaflow_worker.fetch import FetchLimits, Source, open_source
+from mediaflow_worker.fetch import FetchLimits, Source, open_source, parse_url
 from mediaflow_worker.sniff import SNIFF_BYTES, sniff_media_type
 
 _PAGE_TYPES = frozenset({"text/html", "application/xhtml+xml"})
@@ -62,7 +62,7 @@ class Resolvers:
         for resolver in self._resolvers:
             found = await resolver.resolve(page)
             if found:
-                return page.url.join(URL(found.strip()))
+                return parse_url(found.strip(), page.url)
         return None
 
 
@@ -86,8 +86,17 @@ class HtmlMediaResolver:
         ):
             if found:
                 # The caller joins what is still relative with the page's own URL.
-                return urljoin(parser.base, found) if parser.base else found
+                return _joined(parser.base, found)
         return None
+
+
+def _joined(base: str | None, link: str) -> str:
+    if not base:
+        return link
+    try:
+        return urljoin(base, link)
+    except ValueError:  # a <base href> that is no URL: the link stands on its own
+        return link
 
 
 class _MediaLinks(HTMLParser):
@@ -196,7 +205,7 @@ async def open_media(
     max_page_bytes: int,
 ) -> AsyncIterator[Source]:
     """Open the media ``url`` stands for: the source itself, or what its page names."""
-    target = URL(url)
+    target = parse_url(url)
     for _ in range(max_pages + 1):
         async with open_source(session, str(target), limits) as source:
             head = await _read_head(source.chunks)

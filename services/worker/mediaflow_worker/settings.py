@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from ipaddress import IPv4Network, IPv6Network
+from functools import cached_property
 from typing import Self
 
 from pydantic import Field, field_validator, model_validator
 
 from mediaflow_libs.amqp import RETRY_DELAYS_MS
-from mediaflow_libs.settings import MIB, S3Settings, ServiceSettings
-from mediaflow_worker.egress import parse_cidrs
+from mediaflow_libs.egress import EgressPolicy
+from mediaflow_libs.settings import MIB, EgressSettings, S3Settings, ServiceSettings
 
 # S3 refuses parts below 5 MiB (except the last one), and copies at most 5 GiB per request;
 # our uploads use parts of at least 8 MiB (issue 5).
@@ -19,7 +19,7 @@ MAX_COPY_BYTES = 5 * 1024 * MIB
 _DELAY_QUEUES = ", ".join(f"{ms / 1000:g}" for ms in RETRY_DELAYS_MS)
 
 
-class WorkerSettings(ServiceSettings, S3Settings):
+class WorkerSettings(ServiceSettings, S3Settings, EgressSettings):
     port: int = Field(8104, description="The worker's HTTP port (/healthz, /readyz, /metrics)")
     worker_prefetch: int = Field(
         2, ge=1, description="Jobs one worker process handles at the same time"
@@ -46,12 +46,9 @@ class WorkerSettings(ServiceSettings, S3Settings):
     max_media_bytes: int = Field(
         4 * 1024 * MIB, ge=1, description="Largest media accepted, in bytes (MAX_MEDIA_BYTES)"
     )
-    egress_allow_cidrs: str = Field(
-        "",
-        description=(
-            "Comma-separated CIDRs the worker may fetch from although they are private, "
-            "loopback or otherwise refused (EGRESS_ALLOW_CIDRS)"
-        ),
+    auth_internal_url: str = Field(
+        "http://127.0.0.1:8111",
+        description="auth's internal base URL (its INTERNAL_PORT), never fetched from",
     )
     progress_interval_seconds: float = Field(
         0.5, gt=0, description="Least time between two progress updates of one task"
@@ -172,12 +169,6 @@ class WorkerSettings(ServiceSettings, S3Settings):
         ),
     )
 
-    @field_validator("egress_allow_cidrs")
-    @classmethod
-    def _check_cidrs(cls, value: str) -> str:
-        parse_cidrs(value)  # raises ValueError naming the bad entry
-        return value
-
     @field_validator("upload_part_bytes")
     @classmethod
     def _check_part_size(cls, value: int) -> int:
@@ -197,6 +188,7 @@ class WorkerSettings(ServiceSettings, S3Settings):
             )
         return self
 
-    @property
-    def egress_allow_networks(self) -> tuple[IPv4Network | IPv6Network, ...]:
-        return parse_cidrs(self.egress_allow_cidrs)
+    @cached_property
+    def egress(self) -> EgressPolicy:
+        """The egress rule, with the system's servers' names resolved once (at start)."""
+        return self.egress_policy(resolve=True)

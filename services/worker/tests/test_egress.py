@@ -5,7 +5,7 @@ import ipaddress
 import pytest
 from pydantic import ValidationError
 
-from mediaflow_worker.egress import GuardedResolver, is_allowed, parse_cidrs
+from mediaflow_worker.egress import EgressPolicy, GuardedResolver, is_allowed, parse_cidrs
 from mediaflow_worker.errors import TaskFailure
 from mediaflow_worker.settings import WorkerSettings
 
@@ -145,7 +145,7 @@ async def test_the_resolver_refuses_a_name_that_resolves_to_loopback() -> None:
 
 
 async def test_the_resolver_returns_only_allowed_addresses() -> None:
-    resolver = GuardedResolver(parse_cidrs("127.0.0.1/32"))
+    resolver = GuardedResolver(EgressPolicy.parse("127.0.0.1/32"))
     try:
         results = await resolver.resolve("localhost", 80)
     finally:

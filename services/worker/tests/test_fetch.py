@@ -11,17 +11,17 @@ import pytest
 from aiohttp import web
 
 from devstack import stack
-from mediaflow_worker.egress import parse_cidrs
+from mediaflow_worker.egress import EgressPolicy
 from mediaflow_worker.errors import Retry, TaskFailure
 from mediaflow_worker.fetch import FetchLimits, open_http, open_source
 
 Origin = Any  # conftest.Origin
-LOOPBACK = parse_cidrs("127.0.0.1/32")
+LOOPBACK = EgressPolicy.parse("127.0.0.1/32")
 
 
 def limits(**overrides: Any) -> FetchLimits:
     values: dict[str, Any] = {
-        "allow": LOOPBACK,
+        "egress": LOOPBACK,
         "max_bytes": 1024 * 1024,
         "max_redirects": 3,
         "connect_timeout": 2,
@@ -100,10 +100,11 @@ async def test_every_redirect_hop_is_checked(
 
 async def test_loopback_is_refused_unless_allowed(origin: Origin) -> None:
     url = origin.file(b"media")
-    async with open_http(()) as closed:
-        assert await failure_code(closed, url, limits(allow=())) == "blocked_destination"
+    public_only = limits(egress=EgressPolicy())
+    async with open_http(EgressPolicy()) as closed:
+        assert await failure_code(closed, url, public_only) == "blocked_destination"
         named = url.replace("127.0.0.1", "localhost")
-        assert await failure_code(closed, named, limits(allow=())) == "blocked_destination"
+        assert await failure_code(closed, named, public_only) == "blocked_destination"
     async with open_http(LOOPBACK) as opened:
         named = url.replace("127.0.0.1", "localhost")
         assert await read_all(opened, named, limits()) == b"media"

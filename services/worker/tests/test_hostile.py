@@ -14,7 +14,7 @@ import pytest
 from aiohttp import web
 
 from devstack import stack
-from mediaflow_worker.egress import parse_cidrs
+from mediaflow_worker.egress import EgressPolicy
 from mediaflow_worker.errors import TaskFailure
 from mediaflow_worker.fetch import FetchLimits, open_http
 from mediaflow_worker.resolve import Resolvers, open_media
@@ -106,13 +106,13 @@ def hostile_urls(port: int) -> list[str]:
 
 
 def limits(allow: str = "") -> FetchLimits:
-    return FetchLimits(parse_cidrs(allow), 1024 * 1024, 5, 1, 1, 5)
+    return FetchLimits(EgressPolicy.parse(allow), 1024 * 1024, 5, 1, 1, 5)
 
 
 async def fetch(url: str, allow: str) -> None:
     """What the worker does with a source: resolve it and read it to the end."""
     async with (
-        open_http(parse_cidrs(allow)) as session,
+        open_http(EgressPolicy.parse(allow)) as session,
         open_media(
             session, url, limits(allow), Resolvers(), max_pages=2, max_page_bytes=65536
         ) as source,

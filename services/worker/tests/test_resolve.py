@@ -12,14 +12,14 @@ import pytest
 from aiohttp import web
 from yarl import URL
 
-from mediaflow_worker.egress import parse_cidrs
+from mediaflow_worker.egress import EgressPolicy
 from mediaflow_worker.errors import TaskFailure
 from mediaflow_worker.fetch import FetchLimits, open_http
 from mediaflow_worker.resolve import HtmlMediaResolver, Page, Resolvers, open_media
 
 Origin = Any  # conftest.Origin
 PAGE_URL = URL("https://media.example/watch/42")
-LOOPBACK = parse_cidrs("127.0.0.1/32")
+LOOPBACK = EgressPolicy.parse("127.0.0.1/32")
 LIMITS = FetchLimits(LOOPBACK, 1024 * 1024, 3, 2, 2, 10)
 IMAGE_OBJECT = {"@type": "ImageObject", "contentUrl": "x.jpg"}
 

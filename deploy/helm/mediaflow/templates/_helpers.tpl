@@ -204,9 +204,16 @@ Secret, only those the component reads (see each service's settings class).
 {{ include "mediaflow.secretEnv" (dict "root" $root "name" "S3_ACCESS_KEY_ID" "key" $keys.s3AccessKeyId) }}
 {{ include "mediaflow.secretEnv" (dict "root" $root "name" "S3_SECRET_ACCESS_KEY" "key" $keys.s3SecretAccessKey) }}
 {{- end }}
-{{- if or (eq $c "gateway") (eq $c "notifier") }}
+{{- if ne $c "auth" }}
 - name: AUTH_INTERNAL_URL
   value: {{ printf "http://%s:%v" (include "mediaflow.componentName" (dict "root" $root "component" "auth")) $root.Values.auth.service.internalPort | quote }}
+{{- end }}
+{{- if or (eq $c "gateway") (eq $c "worker") }}
+{{- /* The system's own servers, which the egress rule never lets a user URL reach. */}}
+{{- range $server := list "auth" "gateway" "notifier" "worker" }}
+- name: {{ printf "%s_URL" (upper $server) }}
+  value: {{ printf "http://%s:%v" (include "mediaflow.componentName" (dict "root" $root "component" $server)) (index $root.Values $server).service.port | quote }}
+{{- end }}
 {{- end }}
 {{- range $name, $value := $root.Values.config.extraEnv }}
 - name: {{ $name }}
