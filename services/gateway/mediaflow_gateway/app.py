@@ -61,7 +61,7 @@ async def openapi_schema(
 ) -> Response[bytes]:
     """The published schema (API.md's routes), from a plain route: Litestar's own schema
     router would claim every unknown path beside it and answer them with HTML."""
-    schema = openapi.completed(
+    schema = openapi.published(
         request.app.openapi_schema.to_schema(), cookie_name(resources.settings.public_url)
     )
     return Response(

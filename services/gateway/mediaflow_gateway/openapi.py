@@ -1,46 +1,54 @@
-"""The published OpenAPI document: Litestar's, generated from the route declarations, plus
-what those declarations cannot say (API.md is the reference for each addition)."""
+"""The published OpenAPI document: the gateway's routes (Litestar's, generated from the
+route declarations, plus what those declarations cannot say), merged with auth's and the
+notifier's descriptions, which each of those packages owns. API.md is the reference.
+
+The other two descriptions are imported, not fetched: every process runs from one image
+holding the whole workspace (Dockerfile, deploy/README.md), so the document never depends
+on auth or the notifier answering, and it always matches the code deployed with it."""
 
 from __future__ import annotations
 
 import copy
 from typing import Any
 
-RETRY_AFTER = {
-    "description": "Seconds to wait before trying again",
-    "required": True,
-    "schema": {"type": "integer", "minimum": 0},
-}
+from mediaflow_auth import openapi as auth_openapi
+from mediaflow_libs.openapi import (
+    RETRY_AFTER,
+    SECURITY,
+    SHARED_SCHEMAS,
+    merged,
+    problem,
+    security_schemes,
+)
+from mediaflow_notifier import openapi as notifier_openapi
+
+_UNSAFE = ("post", "put", "patch", "delete")
 
 
 def completed(schema: dict[str, Any], session_cookie: str) -> dict[str, Any]:
-    """``schema`` with the credentials it accepts, ``Retry-After`` on every 429 and 503, and
-    the conditional GET of a task (``If-None-Match`` → 304)."""
+    """``schema`` (the gateway's own) with the credentials it accepts, the answers every
+    route can give that its declaration does not list (``Retry-After`` on every 429 and
+    503, 403 on unsafe routes, 415 on JSON bodies), and the conditional GET of a task
+    (``If-None-Match`` → 304)."""
     schema = copy.deepcopy(schema)
     components = schema.setdefault("components", {})
-    components.setdefault("securitySchemes", {}).update(
-        {
-            "session": {
-                "type": "apiKey",
-                "in": "cookie",
-                "name": session_cookie,
-                "description": "The session cookie that sign-in sets",
-            },
-            "apiKey": {
-                "type": "http",
-                "scheme": "bearer",
-                "description": "An API key (`Authorization: Bearer mfk_…`)",
-            },
-        }
-    )
+    # The contract's shapes, which every service's description shares.
+    components.setdefault("schemas", {}).update(copy.deepcopy(SHARED_SCHEMAS))
+    components.setdefault("securitySchemes", {}).update(security_schemes(session_cookie))
     for item in schema.get("paths", {}).values():
-        for operation in item.values():
-            responses = operation.get("responses", {}) if isinstance(operation, dict) else {}
+        for method, operation in item.items():
+            if not isinstance(operation, dict):
+                continue
+            responses = operation.setdefault("responses", {})
             for status in ("429", "503"):
                 if status in responses:
                     responses[status].setdefault("headers", {})["Retry-After"] = RETRY_AFTER
             if "401" in responses:
-                operation["security"] = [{"session": []}, {"apiKey": []}]
+                operation["security"] = SECURITY
+            if method in _UNSAFE:
+                responses.setdefault("403", problem(403))
+            if "application/json" in operation.get("requestBody", {}).get("content", {}):
+                responses.setdefault("415", problem(415))
     get_task = schema["paths"]["/v1/tasks/{task_id}"]["get"]
     get_task.setdefault("parameters", []).append(
         {
@@ -56,3 +64,12 @@ def completed(schema: dict[str, Any], session_cookie: str) -> dict[str, Any]:
         "headers": {"ETag": get_task["responses"]["200"]["headers"]["ETag"]},
     }
     return schema
+
+
+def published(schema: dict[str, Any], session_cookie: str) -> dict[str, Any]:
+    """The document ``/v1/openapi.json`` serves: every public route of the one origin."""
+    return merged(
+        completed(schema, session_cookie),
+        auth_openapi.document(session_cookie),
+        notifier_openapi.document(session_cookie),
+    )

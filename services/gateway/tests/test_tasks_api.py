@@ -436,6 +436,63 @@ async def test_openapi_schema_is_valid_and_documents_headers_and_credentials(
     assert submit["security"] == [{"session": []}, {"apiKey": []}]
 
 
+async def test_openapi_schema_describes_every_public_route_with_the_contracts_answers(
+    gateway: httpx.AsyncClient,
+) -> None:
+    # auth's and the notifier's routes too, as the one origin serves them (API.md).
+    schema = (await gateway.get("/v1/openapi.json")).json()
+    paths = schema["paths"]
+    operations = {
+        f"{method.upper()} {path}": operation
+        for path, item in paths.items()
+        for method, operation in item.items()
+    }
+    assert set(operations) >= {
+        "POST /v1/auth/sign-up",
+        "POST /v1/auth/sign-in",
+        "POST /v1/auth/sign-out",
+        "GET /v1/auth/session",
+        "DELETE /v1/auth/sessions",
+        "POST /v1/auth/api-keys",
+        "GET /v1/auth/api-keys",
+        "DELETE /v1/auth/api-keys/{key_id}",
+        "GET /v1/events",
+    }
+
+    def problem_codes(operation: str) -> set[str]:
+        responses = operations[operation]["responses"]
+        assert all(
+            set(responses[status]["content"]) == {"application/problem+json"}
+            for status in responses
+            if int(status) >= 400
+        ), operation
+        return {status for status in responses if int(status) >= 400}
+
+    assert {"409", "415", "422", "403"} <= problem_codes("POST /v1/auth/sign-up")
+    assert {"401", "415", "429", "403"} <= problem_codes("POST /v1/auth/sign-in")
+    sign_in = operations["POST /v1/auth/sign-in"]
+    assert "Retry-After" in sign_in["responses"]["429"]["headers"]
+    assert "Set-Cookie" in sign_in["responses"]["200"]["headers"]
+    assert sign_in["security"] == []
+    assert "404" in problem_codes("DELETE /v1/auth/api-keys/{key_id}")
+    for name, operation in operations.items():
+        method = name.split()[0]
+        if method != "GET":
+            assert "403" in operation["responses"], f"{name}: csrf_rejected"
+        if "application/json" in operation.get("requestBody", {}).get("content", {}):
+            assert "415" in operation["responses"], f"{name}: unsupported_media_type"
+        if operation.get("security"):
+            assert "401" in operation["responses"], name
+            assert operation["security"] == [{"session": []}, {"apiKey": []}], name
+    events = operations["GET /v1/events"]
+    assert {"401", "422", "429", "503"} <= problem_codes("GET /v1/events")
+    assert set(events["responses"]["200"]["content"]) == {"text/event-stream"}
+    assert events["security"] == [{"session": []}, {"apiKey": []}]
+    assert {"task", "last_event_id", "Last-Event-ID"} == {p["name"] for p in events["parameters"]}
+    session = schema["components"]["securitySchemes"]["session"]
+    assert (session["in"], session["name"]) == ("cookie", "mf_session")
+
+
 async def test_unknown_routes_and_methods_are_problems_with_a_request_id(
     gateway: httpx.AsyncClient,
 ) -> None:
