@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -82,17 +82,12 @@ class LoopbackNamesResolver(AbstractResolver):
     ) -> list[ResolveResult]:
         name = host.rstrip(".").lower()
         if name == "localhost" or name.endswith(".localhost"):
-            address, inet = (
-                ("::1", socket.AF_INET6)
-                if family == socket.AF_INET6
-                else (
-                    "127.0.0.1",
-                    socket.AF_INET,
-                )
+            inet = socket.AF_INET6 if family == socket.AF_INET6 else socket.AF_INET
+            address = "::1" if inet == socket.AF_INET6 else "127.0.0.1"
+            loopback = ResolveResult(
+                hostname=host, host=address, port=port, family=inet, proto=0, flags=0
             )
-            return [
-                ResolveResult(hostname=host, host=address, port=port, family=inet, proto=0, flags=0)
-            ]
+            return [loopback]
         if self._default is None:
             self._default = DefaultResolver()
         return await self._default.resolve(host, port, family)
@@ -119,7 +114,7 @@ def _config(settings: S3Settings) -> AioConfig:
     )
 
 
-def _write_defaults(settings: S3Settings) -> Any:
+def _write_defaults(settings: S3Settings) -> Callable[..., None]:
     encryption: dict[str, str] = {}
     if settings.s3_sse:
         encryption["ServerSideEncryption"] = settings.s3_sse
