@@ -1191,3 +1191,44 @@ def test_skaffold_dev_profile_and_port_forwards(chart: helm_python.Chart) -> Non
     for path in dev["manifests"]["rawYaml"]:
         for doc in yaml.safe_load_all((REPO / path).read_text()):
             kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
+
+
+def test_a_role_replaces_the_s3_keys_on_the_s3_users_only(chart: helm_python.Chart) -> None:
+    """With the S3 key names emptied no pod reads static keys (botocore's credential chain
+    takes over), the IRSA annotation lands on the gateway's and worker's ServiceAccounts
+    alone, and the S3 settings reach the ConfigMap."""
+    role = {"eks.amazonaws.com/role-arn": "arn:aws:iam::111122223333:role/mediaflow-s3"}
+    docs = render(
+        chart,
+        {
+            "secrets": {"keys": {"s3AccessKeyId": "", "s3SecretAccessKey": ""}},
+            "config": {
+                "s3": {
+                    "serviceAccountAnnotations": role,
+                    "addressingStyle": "virtual",
+                    "sse": "aws:kms",
+                    "sseKmsKeyId": "arn:aws:kms:eu-west-1:111122223333:key/k",
+                    "copyThresholdBytes": 1073741824,
+                }
+            },
+        },
+    )
+    for component in ("auth", "gateway", "notifier", "worker"):
+        account = one(docs, "ServiceAccount", f"{RELEASE}-{component}")
+        annotations = account["metadata"].get("annotations", {})
+        assert annotations == (role if component in ("gateway", "worker") else {}), component
+        deployment = one(docs, "Deployment", f"{RELEASE}-{component}")
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        names = {e["name"] for e in container.get("env", [])}
+        assert not names & {"S3_ACCESS_KEY_ID", "S3_SECRET_ACCESS_KEY"}, component
+    secret = one(docs, "Secret", RELEASE)
+    assert not set(secret["stringData"]) & {"s3-access-key-id", "s3-secret-access-key"}
+    data = one(docs, "ConfigMap", f"{RELEASE}-config")["data"]
+    assert data["S3_ADDRESSING_STYLE"] == "virtual"
+    assert (data["S3_SSE"], data["S3_SSE_KMS_KEY_ID"]) == (
+        "aws:kms",
+        "arn:aws:kms:eu-west-1:111122223333:key/k",
+    )
+    assert data["S3_COPY_THRESHOLD_BYTES"] == "1073741824"
+    with pytest.raises(helm_python.HelmRenderError, match="both set"):
+        render(chart, {"secrets": {"keys": {"s3AccessKeyId": ""}}})

@@ -7,7 +7,8 @@ at start-up with a message naming the variable.
 
 from __future__ import annotations
 
-from typing import Self
+import importlib.util
+from typing import Literal, Self
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
@@ -78,14 +79,67 @@ class CreditSettings(SettingsGroup):
 
 
 class S3Settings(SettingsGroup):
-    s3_endpoint_url: str = Field("http://127.0.0.1:8333", description="S3 API the services use")
+    s3_endpoint_url: str = Field(
+        "http://127.0.0.1:8333",
+        description="S3 API the services use (empty: AWS's own endpoint for S3_REGION)",
+    )
     s3_public_endpoint_url: str | None = Field(
         None, description="S3 endpoint put in download links (default: S3_ENDPOINT_URL)"
     )
-    s3_region: str = Field("us-east-1", description="S3 region name")
+    s3_region: str = Field("us-east-1", description="S3 region name (signs every request)")
     s3_bucket: str = Field("media", description="Bucket that holds stored media")
-    s3_access_key_id: SecretStr = Field(..., description="S3 access key (required)")
-    s3_secret_access_key: SecretStr = Field(..., description="S3 secret key (required)")
+    s3_access_key_id: SecretStr = Field(
+        SecretStr(""),
+        description=(
+            "Static S3 access key; empty: the AWS credential chain finds credentials "
+            "(AWS_* environment keys with a session token, a web identity token file with "
+            "AWS_ROLE_ARN, EKS Pod Identity or container credentials, instance metadata)"
+        ),
+    )
+    s3_secret_access_key: SecretStr = Field(
+        SecretStr(""), description="Static S3 secret key, set together with S3_ACCESS_KEY_ID"
+    )
+    s3_addressing_style: Literal["path", "virtual"] = Field(
+        "path",
+        description=(
+            "path (https://host/bucket/key, what S3-compatible stores expect) or virtual "
+            "(https://bucket.host/key)"
+        ),
+    )
+    s3_checksum_algorithm: Literal["CRC32", "CRC32C", "SHA1", "SHA256"] = Field(
+        "CRC32",
+        description=(
+            "Checksum sent with every uploaded part and verified by the store (a streamed "
+            "part carries it in a trailer); CRC32C needs botocore[crt]"
+        ),
+    )
+    s3_sse: Literal["", "AES256", "aws:kms"] = Field(
+        "",
+        description=(
+            "Server-side encryption asked for on every write: empty (the bucket's default), "
+            "AES256 (SSE-S3) or aws:kms (SSE-KMS)"
+        ),
+    )
+    s3_sse_kms_key_id: str = Field(
+        "", description="KMS key id or ARN for S3_SSE=aws:kms (empty: the account's S3 key)"
+    )
+
+    @model_validator(mode="after")
+    def _check_s3(self) -> Self:
+        keys = (
+            self.s3_access_key_id.get_secret_value(),
+            self.s3_secret_access_key.get_secret_value(),
+        )
+        if any(keys) and not all(keys):
+            raise ValueError(
+                "S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY are set together, or both left "
+                "empty for the AWS credential chain"
+            )
+        if self.s3_sse_kms_key_id and self.s3_sse != "aws:kms":
+            raise ValueError("S3_SSE_KMS_KEY_ID needs S3_SSE=aws:kms")
+        if self.s3_checksum_algorithm == "CRC32C" and importlib.util.find_spec("awscrt") is None:
+            raise ValueError("S3_CHECKSUM_ALGORITHM=CRC32C needs botocore[crt] (awscrt)")
+        return self
 
 
 class SessionCheckSettings(SettingsGroup):

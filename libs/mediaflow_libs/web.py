@@ -1,15 +1,19 @@
 """What every HTTP service shares: request ids and access logs, health and metrics routes,
-reading JSON bodies safely, and running under uvicorn."""
+reading JSON bodies safely, and running under uvicorn (as the process, or beside other work
+in one event loop)."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import json
 import re
+import socket
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import structlog
@@ -22,7 +26,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_
 from uvicorn.config import STARTUP_FAILURE
 
 from mediaflow_libs.facts import configuration_facts
-from mediaflow_libs.problems import ProblemError, valid_request_id
+from mediaflow_libs.problems import ProblemError, exception_handlers, valid_request_id
 from mediaflow_libs.settings import ServiceSettings
 
 log = structlog.get_logger(__name__)
@@ -331,3 +335,45 @@ def serve(app_factory: str, settings: ServiceSettings, *, internal_port: int | N
         server.run(sockets=[config.bind_socket(), internal.bind_socket()])
     if not server.started:
         sys.exit(STARTUP_FAILURE)  # as uvicorn.run does
+
+
+def operator_app(readiness: list[ReadinessCheck], settings: ServiceSettings) -> Litestar:
+    """An app of the operator routes alone (``/healthz``, ``/readyz``, ``/metrics``,
+    ``/diagnostics``), with problem documents for everything else: the port of a service
+    whose work is not HTTP (the worker)."""
+    return around_routing(
+        Litestar(
+            logging_config=None,  # our structlog JSON, not Litestar's plain text
+            route_handlers=health_routes(lambda _: readiness, settings),
+            exception_handlers=exception_handlers,  # type: ignore[arg-type]
+            openapi_config=None,
+            debug=False,
+        )
+    )
+
+
+class _EmbeddedServer(uvicorn.Server):
+    """uvicorn's server inside someone else's event loop: the process's signals stay its
+    owner's (uvicorn would take SIGTERM and SIGINT for itself)."""
+
+    @contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+@asynccontextmanager
+async def serve_in_loop(app: ASGIApp, host: str, port: int) -> AsyncIterator[None]:
+    """Serve ``app`` on ``host:port`` in the running event loop while the block runs. The
+    port is bound, and connections are accepted, before the block starts (a bind failure
+    raises here)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.create_server((host, port), family=family)
+    config = uvicorn.Config(app, lifespan="off", access_log=False, log_config=None)
+    server = _EmbeddedServer(config)
+    serving = asyncio.create_task(server.serve(sockets=[listener]), name="operator-port")
+    try:
+        yield
+    finally:
+        server.should_exit = True
+        await serving
+        listener.close()

@@ -17,9 +17,10 @@ from typing import Any
 
 import asyncpg
 import httpx
-from aiobotocore.session import get_session
 
 from devstack import stack
+from mediaflow_libs.s3 import open_s3
+from mediaflow_libs.settings import S3Settings
 from services.notifier.tests.support import EventReader
 from tests.chaos.servers import PrivatePostgres, PrivateRabbitMQ
 
@@ -135,12 +136,12 @@ async def delete_bucket(bucket: str) -> None:
 
 def _s3() -> Any:
     creds = stack.local_secrets()
-    return get_session().create_client(
-        "s3",
-        endpoint_url=f"http://127.0.0.1:{stack.S3_PORT}",
-        region_name="us-east-1",
-        aws_access_key_id=creds["S3_ACCESS_KEY_ID"],
-        aws_secret_access_key=creds["S3_SECRET_ACCESS_KEY"],
+    return open_s3(
+        S3Settings(
+            s3_endpoint_url=f"http://127.0.0.1:{stack.S3_PORT}",
+            s3_access_key_id=creds["S3_ACCESS_KEY_ID"],
+            s3_secret_access_key=creds["S3_SECRET_ACCESS_KEY"],
+        )
     )
 
 

@@ -8,7 +8,6 @@ and stand in for a new download for ``CACHE_TTL_SECONDS`` from then.
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +15,7 @@ import asyncpg
 import structlog
 from yarl import URL
 
+from mediaflow_libs.s3 import copy_object
 from mediaflow_worker.storage import storage_call
 from mediaflow_worker.stream import StreamResult
 
@@ -91,52 +91,18 @@ async def still_stored(s3: Any, bucket: str, cached: CachedResult) -> bool:
 
 
 async def copy_stored(
-    s3: Any, bucket: str, source: str, target: str, size: int, part_bytes: int
+    s3: Any, bucket: str, source: str, target: str, size: int, threshold: int, part_bytes: int
 ) -> None:
     """Copy object ``source`` to ``target`` inside the store: one ``copy_object`` up to
-    ``part_bytes``, a multipart ``upload_part_copy`` beyond (S3 copies at most 5 GiB per
-    request). Metadata (content type, sha256) comes along; a failed copy leaves nothing."""
-    copy_source = {"Bucket": bucket, "Key": source}
-    if size <= part_bytes:
-        await storage_call(s3.copy_object, Bucket=bucket, Key=target, CopySource=copy_source)
-        return
-    head = await storage_call(s3.head_object, Bucket=bucket, Key=source)
-    upload = await storage_call(
-        s3.create_multipart_upload,
-        Bucket=bucket,
-        Key=target,
-        ContentType=head.get("ContentType", "application/octet-stream"),
-        Metadata=head.get("Metadata", {}),
+    ``threshold``, a multipart ``upload_part_copy`` in parts of ``part_bytes`` beyond.
+    Metadata (content type, sha256) comes along; a failed copy leaves nothing."""
+    await storage_call(
+        copy_object,
+        client=s3,
+        bucket=bucket,
+        source=source,
+        target=target,
+        size=size,
+        threshold=threshold,
+        part_bytes=part_bytes,
     )
-    upload_id = upload["UploadId"]
-    try:
-        parts = []
-        for number, start in enumerate(range(0, size, part_bytes), start=1):
-            end = min(start + part_bytes, size) - 1
-            copied = await storage_call(
-                s3.upload_part_copy,
-                Bucket=bucket,
-                Key=target,
-                UploadId=upload_id,
-                PartNumber=number,
-                CopySource=copy_source,
-                CopySourceRange=f"bytes={start}-{end}",
-            )
-            parts.append({"PartNumber": number, "ETag": copied["CopyPartResult"]["ETag"]})
-        await storage_call(
-            s3.complete_multipart_upload,
-            Bucket=bucket,
-            Key=target,
-            UploadId=upload_id,
-            MultipartUpload={"Parts": parts},
-        )
-    except BaseException:
-        await asyncio.shield(_abort_quietly(s3, bucket, target, upload_id))
-        raise
-
-
-async def _abort_quietly(s3: Any, bucket: str, key: str, upload_id: str) -> None:
-    try:
-        await s3.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
-    except Exception as exc:
-        log.warning("cache.abort_failed", key=key, error=repr(exc))

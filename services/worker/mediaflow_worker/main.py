@@ -24,11 +24,11 @@ from mediaflow_libs.amqp import Topology, declare_topology, open_connection
 from mediaflow_libs.db import open_pool
 from mediaflow_libs.logging import configure_logging
 from mediaflow_libs.outbox import OutboxRelay
+from mediaflow_libs.s3 import ensure_bucket, open_s3
 from mediaflow_libs.telemetry import configure_tracing
+from mediaflow_libs.web import ReadinessCheck, operator_app, serve_in_loop
 from mediaflow_worker import memory
 from mediaflow_worker.fetch import open_http
-from mediaflow_worker.objectstore import open_object_store
-from mediaflow_worker.probes import ReadinessCheck, probe_app, serve_probes
 from mediaflow_worker.processor import Resources, handle_delivery, reap_stale_tasks
 from mediaflow_worker.resolve import Resolvers
 from mediaflow_worker.settings import WorkerSettings
@@ -138,8 +138,8 @@ async def run(
         stack.push_async_callback(channel.close)
         await declare_topology(channel, topology)
         await channel.set_qos(prefetch_count=settings.worker_prefetch)
-        s3 = await stack.enter_async_context(open_object_store(settings))
-        await s3.ensure_bucket(settings.s3_bucket)
+        s3 = await stack.enter_async_context(open_s3(settings))
+        await ensure_bucket(s3, settings.s3_bucket)
         http = await stack.enter_async_context(open_http(settings.egress))
         publisher = await amqp.channel(publisher_confirms=True, on_return_raises=True)
         stack.push_async_callback(publisher.close)
@@ -153,8 +153,8 @@ async def run(
         reaper = asyncio.create_task(_reap_forever(resources), name="reaper")
         stack.push_async_callback(_cancel, reaper)
 
-        app = probe_app(readiness_checks(resources), settings)
-        await stack.enter_async_context(serve_probes(app, settings.host, settings.port))
+        app = operator_app(readiness_checks(resources), settings)
+        await stack.enter_async_context(serve_in_loop(app, settings.host, settings.port))
         # What starting up allocated and dropped goes back to the system before jobs come.
         memory.release_free_memory()
 

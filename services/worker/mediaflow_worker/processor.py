@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Awaitable, Iterator
 from contextlib import AsyncExitStack, contextmanager
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import aio_pika
 import aiohttp
@@ -51,7 +51,6 @@ from mediaflow_worker.metrics import (
     STAGE_SECONDS,
     TASKS_REAPED,
 )
-from mediaflow_worker.objectstore import ObjectStore
 from mediaflow_worker.resolve import Resolvers, open_media
 from mediaflow_worker.settings import WorkerSettings
 from mediaflow_worker.stream import StreamResult, stream_to_s3
@@ -88,7 +87,7 @@ class Resources:
     topology: Topology
     pool: asyncpg.Pool
     amqp: AbstractRobustConnection
-    s3: ObjectStore
+    s3: Any  # the aiobotocore S3 client of mediaflow_libs.s3
     http: aiohttp.ClientSession
     publisher: AbstractChannel  # with publisher confirms: postponed jobs must not be lost
     resolvers: Resolvers = field(default_factory=Resolvers)
@@ -414,6 +413,8 @@ async def _obtain(
                 max_bytes=settings.max_media_bytes,
                 on_progress=progress.report,
                 expected_size=source.size,
+                copy_threshold=settings.s3_copy_threshold_bytes,
+                copy_part_bytes=settings.copy_part_bytes,
             )
     return result, False
 
@@ -440,6 +441,7 @@ async def _copy_cached(resources: Resources, cached: cache.CachedResult, key: st
             cached.object_key,
             key,
             cached.result.size,
+            settings.s3_copy_threshold_bytes,
             settings.copy_part_bytes,
         )
     except TaskFailure as exc:

@@ -9,13 +9,13 @@ from pydantic import Field, field_validator, model_validator
 
 from mediaflow_libs.amqp import RETRY_DELAYS_MS
 from mediaflow_libs.egress import EgressPolicy
+from mediaflow_libs.s3 import MAX_COPY_BYTES
 from mediaflow_libs.settings import MIB, EgressSettings, S3Settings, ServiceSettings
 
 # S3 refuses parts below 5 MiB (except the last one), and copies at most 5 GiB per request;
 # our uploads use parts of at least 8 MiB (issue 5).
 MIN_PART_BYTES = 5 * MIB
 MIN_UPLOAD_PART_BYTES = 8 * MIB
-MAX_COPY_BYTES = 5 * 1024 * MIB
 _DELAY_QUEUES = ", ".join(f"{ms / 1000:g}" for ms in RETRY_DELAYS_MS)
 
 
@@ -151,14 +151,22 @@ class WorkerSettings(ServiceSettings, S3Settings, EgressSettings):
         gt=0,
         description="How long a downloaded result may stand in for a new download of its source",
     )
+    s3_copy_threshold_bytes: int = Field(
+        MAX_COPY_BYTES,
+        ge=MIN_PART_BYTES,
+        le=MAX_COPY_BYTES,
+        description=(
+            "Stored objects up to this size are copied (a cached result, the self-copy that "
+            "sets an upload's SHA-256 metadata) in one CopyObject, larger ones by a multipart "
+            "copy of UploadPartCopy parts of COPY_PART_BYTES; S3 copies at most 5 GiB per "
+            "request"
+        ),
+    )
     copy_part_bytes: int = Field(
         1024 * MIB,
         ge=MIN_PART_BYTES,
         le=MAX_COPY_BYTES,
-        description=(
-            "Stored objects larger than this are copied in parts of this size "
-            "(upload_part_copy); smaller ones in one copy_object"
-        ),
+        description="Size of one UploadPartCopy part of a multipart copy",
     )
     shutdown_grace_seconds: float = Field(
         25,

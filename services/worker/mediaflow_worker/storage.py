@@ -45,6 +45,11 @@ async def storage_call(method: Callable[..., Awaitable[Any]], **kwargs: Any) -> 
         if is_transient(exc):
             raise Retry("storage_error", _MESSAGE) from exc
         raise TaskFailure("storage_error", _MESSAGE) from exc
+    except boto.UnseekableStreamError as exc:
+        # botocore would send a streamed part again after a transient failure, but its bytes
+        # are gone: the job starts over instead.
+        log.warning("storage.streamed_part_failed", operation=method.__name__, error=repr(exc))
+        raise Retry("storage_error", _MESSAGE) from exc
     except (boto.ConnectionError, boto.HTTPClientError, aiohttp.ClientError, OSError) as exc:
         # botocore's connection and timeout errors, and whatever reaches us unwrapped.
         log.warning("storage.unreachable", operation=method.__name__, error=repr(exc))

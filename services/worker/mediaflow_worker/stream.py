@@ -7,6 +7,8 @@ whatever the part size. A source of unknown length is buffered: one part is fill
 others upload, and filling a new part waits for a free slot, so a job holds at most
 ``part_size * parts_in_flight``. Either way at most ``parts_in_flight`` parts are in flight
 (being sent or awaiting the store's answer), and the SHA-256 is computed as bytes pass.
+Every part carries the configured checksum, which the store verifies (``mediaflow_libs.s3``;
+a passed-through part has it in a trailer).
 Whatever goes wrong, including cancellation, the multipart upload is aborted (or the
 finished object deleted), so no orphan parts stay behind.
 """
@@ -22,9 +24,9 @@ from typing import Any
 
 import structlog
 
+from mediaflow_libs.s3 import MAX_COPY_BYTES, StreamedBody, completed_part, copy_object
 from mediaflow_libs.settings import MIB
 from mediaflow_worker.errors import Retry, TaskFailure
-from mediaflow_worker.objectstore import Body, StreamedBody
 from mediaflow_worker.sniff import SNIFF_BYTES, sniff_media_type
 from mediaflow_worker.storage import storage_call
 
@@ -36,6 +38,7 @@ MAX_PARTS = 10_000  # S3's limit on parts per multipart upload
 QUEUED_CHUNKS = 2
 
 ProgressCallback = Callable[[int], Awaitable[None]]
+Body = io.BytesIO | StreamedBody
 
 
 @dataclass(frozen=True)
@@ -64,9 +67,11 @@ class _MultipartUpload:
     bucket: str
     key: str
     upload_id: str | None = None
+    copy_threshold: int = MAX_COPY_BYTES
+    copy_part_bytes: int = MAX_COPY_BYTES
     content_type: str = ""
     completed: bool = False
-    etags: dict[int, str] = field(default_factory=dict)
+    parts: dict[int, dict[str, Any]] = field(default_factory=dict)
 
     async def start(self, content_type: str) -> None:
         self.content_type = content_type
@@ -79,6 +84,8 @@ class _MultipartUpload:
         self.upload_id = response["UploadId"]
 
     async def upload_part(self, number: int, data: Body, slots: asyncio.Semaphore) -> None:
+        # A streamed body's length cannot be read off it: the request announces it.
+        length = {"ContentLength": data.length} if isinstance(data, StreamedBody) else {}
         try:
             response = await storage_call(
                 self.s3.upload_part,
@@ -87,13 +94,14 @@ class _MultipartUpload:
                 UploadId=self.upload_id,
                 PartNumber=number,
                 Body=data,
+                **length,
             )
         finally:
             slots.release()
-        self.etags[number] = response["ETag"]
+        self.parts[number] = completed_part(number, response)
 
-    async def complete(self, content_type: str, sha256: str) -> None:
-        parts = [{"PartNumber": n, "ETag": self.etags[n]} for n in sorted(self.etags)]
+    async def complete(self, size: int, content_type: str, sha256: str) -> None:
+        parts = [self.parts[n] for n in sorted(self.parts)]
         await storage_call(
             self.s3.complete_multipart_upload,
             Bucket=self.bucket,
@@ -103,15 +111,18 @@ class _MultipartUpload:
         )
         self.completed = True
         # The hash is known only now; a self-copy that replaces the metadata is the one way
-        # S3 offers to set it afterwards (server-side, no data moves on SeaweedFS or AWS).
+        # S3 offers to set it afterwards (server-side: no data passes through the worker).
         await storage_call(
-            self.s3.copy_object,
-            Bucket=self.bucket,
-            Key=self.key,
-            CopySource={"Bucket": self.bucket, "Key": self.key},
-            MetadataDirective="REPLACE",
-            ContentType=content_type,
-            Metadata={"sha256": sha256},
+            copy_object,
+            client=self.s3,
+            bucket=self.bucket,
+            source=self.key,
+            target=self.key,
+            size=size,
+            threshold=self.copy_threshold,
+            part_bytes=self.copy_part_bytes,
+            content_type=content_type,
+            metadata={"sha256": sha256},
         )
 
     async def discard(self) -> None:
@@ -132,7 +143,7 @@ class _MultipartUpload:
 
 class _BufferedPart:
     """A part of a source of unknown length: kept until full (or the source ends), then sent
-    from memory, signed, and tried again by the store client when the store is busy."""
+    from memory, and tried again by the store client when the store is busy."""
 
     passed_through = False
 
@@ -209,14 +220,19 @@ async def stream_to_s3(
     max_bytes: int,
     on_progress: ProgressCallback,
     expected_size: int | None = None,
+    copy_threshold: int = MAX_COPY_BYTES,
+    copy_part_bytes: int = MAX_COPY_BYTES,
 ) -> StreamResult:
     """Store ``chunks`` as the object ``key``; ``on_progress(bytes_so_far)`` runs after each
     chunk. With ``expected_size`` (the source's announced length) parts are passed through,
     without it buffered (see the module's doc). Raises :class:`TaskFailure` (``not_media``,
     ``too_large``, ``storage_error``, ``source_unreachable`` when the source sends other than
     ``expected_size`` bytes) or whatever ``chunks`` or ``on_progress`` raise, after
-    discarding the upload."""
-    upload = _MultipartUpload(s3, bucket, key)
+    discarding the upload. The finished object gets its SHA-256 in its metadata by a
+    self-copy, a multipart one (parts of ``copy_part_bytes``) above ``copy_threshold``."""
+    upload = _MultipartUpload(
+        s3, bucket, key, copy_threshold=copy_threshold, copy_part_bytes=copy_part_bytes
+    )
     budget = min(expected_size, max_bytes) if expected_size is not None else max_bytes
     slots = asyncio.Semaphore(parts_in_flight)
     digest = hashlib.sha256()
@@ -297,7 +313,7 @@ async def stream_to_s3(
             raise errors.exceptions[0] from None
         content_type = upload.content_type
         sha256 = digest.hexdigest()
-        await upload.complete(content_type, sha256)
+        await upload.complete(size, content_type, sha256)
     except BaseException:
         await asyncio.shield(upload.discard())
         raise

@@ -15,7 +15,7 @@ from aiohttp import web
 from botocore.exceptions import ClientError
 
 from devstack import media, stack
-from mediaflow_worker.objectstore import StreamedBody
+from mediaflow_libs.s3 import StreamedBody
 
 # The in-process worker of the integration tests, shared by their modules.
 from services.worker.tests.support import channel, s3, submit, worker
@@ -81,6 +81,7 @@ class FakeS3:
         UploadId: str,
         PartNumber: int,
         Body: io.BytesIO | StreamedBody,
+        ContentLength: int | None = None,
     ) -> Any:
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
@@ -94,8 +95,11 @@ class FakeS3:
                 code, status = self.fail_part_with
                 raise _client_error(code, "UploadPart", status)
             if isinstance(Body, StreamedBody):
-                data = b"".join([bytes(piece) async for piece in Body.pieces])
-                assert len(data) == Body.length, "a streamed body is as long as it announced"
+                pieces = []
+                while piece := await Body.read(1024 * 1024):
+                    pieces.append(bytes(piece))
+                data = b"".join(pieces)
+                assert len(data) == ContentLength == Body.length, "as long as announced"
             else:
                 data = Body.read()
             self.uploads[UploadId]["parts"][PartNumber] = data

@@ -1,21 +1,18 @@
-"""The worker's own port answers like every service's: JSON probes, Prometheus text, and
-problem documents for everything else."""
+"""The worker's own port answers like every service's (the shared routes of
+``mediaflow_libs.web``, served in the worker's event loop): JSON probes, Prometheus text,
+and problem documents for everything else."""
 
 from __future__ import annotations
 
 import httpx
 
 from devstack import stack
-from mediaflow_worker.probes import probe_app, serve_probes
+from mediaflow_libs.web import operator_app, serve_in_loop
 from mediaflow_worker.settings import WorkerSettings
 
 
 def settings() -> WorkerSettings:
-    return WorkerSettings(
-        service_secret="x" * 32,
-        s3_access_key_id="key",
-        s3_secret_access_key="secret",
-    )
+    return WorkerSettings(service_secret="x" * 32)
 
 
 async def test_probes_answer_and_everything_else_is_a_problem_document() -> None:
@@ -27,7 +24,7 @@ async def test_probes_answer_and_everything_else_is_a_problem_document() -> None
 
     port = stack.free_port()
     async with (
-        serve_probes(probe_app([database], settings()), "127.0.0.1", port),
+        serve_in_loop(operator_app([database], settings()), "127.0.0.1", port),
         httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client,
     ):
         assert (await client.get("/healthz")).json() == {"status": "ok"}

@@ -134,6 +134,12 @@ address or localhost, which Ingress rules cannot carry.
 {{- if not .Values.secrets.existingSecret }}
 {{- $_ := include "mediaflow.componentDatabaseUrls" . }}
 {{- end }}
+{{- if ne (empty .Values.secrets.keys.s3AccessKeyId) (empty .Values.secrets.keys.s3SecretAccessKey) }}
+{{- fail "mediaflow: secrets.keys.s3AccessKeyId and secrets.keys.s3SecretAccessKey are both set (static S3 keys) or both empty (credentials from a role: IRSA, EKS Pod Identity)." }}
+{{- end }}
+{{- if and .Values.config.s3.sseKmsKeyId (ne .Values.config.s3.sse "aws:kms") }}
+{{- fail "mediaflow: config.s3.sseKmsKeyId needs config.s3.sse: aws:kms." }}
+{{- end }}
 {{- end }}
 
 {{/*
@@ -200,7 +206,8 @@ Secret, only those the component reads (see each service's settings class).
 {{ include "mediaflow.secretEnv" (dict "root" $root "name" "DATABASE_URL" "key" (default $keys.databaseUrl $values.databaseUrlSecretKey)) }}
 {{ include "mediaflow.secretEnv" (dict "root" $root "name" "AMQP_URL" "key" $keys.amqpUrl) }}
 {{ include "mediaflow.secretEnv" (dict "root" $root "name" "SERVICE_SECRET" "key" $keys.serviceSecret) }}
-{{- if or (eq $c "gateway") (eq $c "worker") }}
+{{- /* Without key names the S3 users take credentials from the AWS chain (a role). */}}
+{{- if and (or (eq $c "gateway") (eq $c "worker")) $keys.s3AccessKeyId }}
 {{ include "mediaflow.secretEnv" (dict "root" $root "name" "S3_ACCESS_KEY_ID" "key" $keys.s3AccessKeyId) }}
 {{ include "mediaflow.secretEnv" (dict "root" $root "name" "S3_SECRET_ACCESS_KEY" "key" $keys.s3SecretAccessKey) }}
 {{- end }}
