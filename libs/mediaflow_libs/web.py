@@ -20,9 +20,10 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from litestar.utils.path import normalize_path
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from uvicorn.config import STARTUP_FAILURE
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from mediaflow_libs.facts import configuration_facts
-from mediaflow_libs.problems import ProblemError, valid_request_id
+from mediaflow_libs.problems import ProblemError, problem_body, valid_request_id
 from mediaflow_libs.settings import ServiceSettings
 
 log = structlog.get_logger(__name__)
@@ -266,6 +267,35 @@ class FreezingServer(uvicorn.Server):
         gc.set_threshold(YOUNG_COLLECTION_THRESHOLD, *gc.get_threshold()[1:])
 
 
+class ProblemHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol, but a request its parser refuses (a control byte in a
+    header value, an unknown method, a raw non-ASCII path) is answered with a problem, not
+    plain text: API.md's errors hold for whatever a client can send. The request id is the
+    ingress's when its header was read before the fault (nginx sends its own headers first),
+    else a new one."""
+
+    def send_400_response(self, msg: str) -> None:
+        request_id = None
+        for name, value in getattr(self, "headers", ()):
+            if name == b"x-request-id":
+                request_id = valid_request_id(value.decode("latin-1"))
+        body = problem_body(
+            400, "bad_request", "The request is malformed.", request_id or uuid.uuid4().hex
+        )
+        content = json.dumps(body).encode()
+        head = [b"HTTP/1.1 400 Bad Request\r\n"]
+        head += [
+            name + b": " + value + b"\r\n" for name, value in self.server_state.default_headers
+        ]
+        head += [
+            b"content-type: application/problem+json\r\n",
+            b"content-length: %d\r\n" % len(content),
+            b"connection: close\r\n\r\n",
+        ]
+        self.transport.write(b"".join(head) + content)
+        self.transport.close()
+
+
 def serve(app_factory: str, settings: ServiceSettings, *, internal_port: int | None = None) -> None:
     """Run an app factory (``module:function``) under uvicorn with our logging, on
     ``settings.port`` and, when given, on ``internal_port`` too (one process, one app)."""
@@ -282,6 +312,7 @@ def serve(app_factory: str, settings: ServiceSettings, *, internal_port: int | N
             p.strip() for p in settings.trusted_proxies.split(",") if p.strip()
         ],
         "timeout_graceful_shutdown": 10,
+        "http": ProblemHttpToolsProtocol,
     }
     config = uvicorn.Config(app_factory, **options)
     server = FreezingServer(config)
