@@ -118,7 +118,11 @@ def _head_as_get(routed: ASGIApp) -> ASGIApp:
             return
 
         async def headers_only(message: Message) -> None:
-            if message["type"] == "http.response.body":
+            if message["type"] == "http.response.start":
+                # The server shares this scope: told GET, it would wait for the body its
+                # Content-Length announces and fail the response without one.
+                scope["method"] = "HEAD"
+            elif message["type"] == "http.response.body":
                 message = {**message, "body": b""}
             await send(message)
 
