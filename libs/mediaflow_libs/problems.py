@@ -21,7 +21,7 @@ VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 
 # Codes for failures Litestar itself raises before a handler runs.
 _FRAMEWORK_CODES = {
-    400: "invalid_request",
+    400: "bad_request",
     404: "not_found",
     405: "method_not_allowed",
     413: "payload_too_large",
@@ -96,7 +96,7 @@ def _handle_problem(request: Request[Any, Any, Any], exc: ProblemError) -> Respo
 
 def _handle_http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
     status = exc.status_code
-    code = _FRAMEWORK_CODES.get(status, "internal" if status >= 500 else "invalid_request")
+    code = _FRAMEWORK_CODES.get(status, "internal" if status >= 500 else "bad_request")
     detail = "No such route." if isinstance(exc, NotFoundException) else exc.detail
     if isinstance(exc, ValidationException):
         detail = "The request's parameters are not valid."

@@ -24,9 +24,10 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from litestar.utils.path import normalize_path
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from uvicorn.config import STARTUP_FAILURE
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from mediaflow_libs.facts import configuration_facts
-from mediaflow_libs.problems import ProblemError, exception_handlers, valid_request_id
+from mediaflow_libs.problems import ProblemError, exception_handlers, problem_body, valid_request_id
 from mediaflow_libs.settings import ServiceSettings
 
 log = structlog.get_logger(__name__)
@@ -121,7 +122,11 @@ def _head_as_get(routed: ASGIApp) -> ASGIApp:
             return
 
         async def headers_only(message: Message) -> None:
-            if message["type"] == "http.response.body":
+            if message["type"] == "http.response.start":
+                # The server shares this scope: told GET, it would wait for the body its
+                # Content-Length announces and fail the response without one.
+                scope["method"] = "HEAD"
+            elif message["type"] == "http.response.body":
                 message = {**message, "body": b""}
             await send(message)
 
@@ -310,6 +315,35 @@ def forwarded_allow_ips(settings: ServiceSettings) -> list[str]:
     return [p.strip() for p in settings.trusted_proxies.split(",") if p.strip()]
 
 
+class ProblemHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol, but a request its parser refuses (a control byte in a
+    header value, an unknown method, a raw non-ASCII path) is answered with a problem, not
+    plain text: API.md's errors hold for whatever a client can send. The request id is the
+    ingress's when its header was read before the fault (nginx sends its own headers first),
+    else a new one."""
+
+    def send_400_response(self, msg: str) -> None:
+        request_id = None
+        for name, value in getattr(self, "headers", ()):
+            if name == b"x-request-id":
+                request_id = valid_request_id(value.decode("latin-1"))
+        body = problem_body(
+            400, "bad_request", "The request is malformed.", request_id or uuid.uuid4().hex
+        )
+        content = json.dumps(body).encode()
+        head = [b"HTTP/1.1 400 Bad Request\r\n"]
+        head += [
+            name + b": " + value + b"\r\n" for name, value in self.server_state.default_headers
+        ]
+        head += [
+            b"content-type: application/problem+json\r\n",
+            b"content-length: %d\r\n" % len(content),
+            b"connection: close\r\n\r\n",
+        ]
+        self.transport.write(b"".join(head) + content)
+        self.transport.close()
+
+
 def serve(app_factory: str, settings: ServiceSettings, *, internal_port: int | None = None) -> None:
     """Run an app factory (``module:function``) under uvicorn with our logging, on
     ``settings.port`` and, when given, on ``internal_port`` too (one process, one app)."""
@@ -324,6 +358,7 @@ def serve(app_factory: str, settings: ServiceSettings, *, internal_port: int | N
         "proxy_headers": True,
         "forwarded_allow_ips": forwarded_allow_ips(settings),
         "timeout_graceful_shutdown": 10,
+        "http": ProblemHttpToolsProtocol,
     }
     config = uvicorn.Config(app_factory, **options)
     server = FreezingServer(config)

@@ -20,6 +20,7 @@ import httpx
 
 from devstack import stack
 from mediaflow_libs import s3
+from mediaflow_libs.problems import valid_request_id
 from mediaflow_libs.settings import S3Settings
 
 PASSWORD = "a long passphrase"
@@ -297,3 +298,58 @@ def forged_cursor(created_at: str, task_id: str) -> str:
     """A list cursor as the gateway encodes them, with whatever it should hold."""
     raw = json.dumps([created_at, task_id]).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+async def send_raw(port: int, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send bytes as they are to a local port; the status, headers and body it answers."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(request)
+        await writer.drain()
+        raw = await asyncio.wait_for(reader.read(1 << 20), 10)
+        while not raw.count(b"\r\n\r\n"):
+            more = await asyncio.wait_for(reader.read(1 << 20), 10)
+            if not more:
+                break
+            raw += more
+        head, _, body = raw.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split()[1])
+        headers = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        if "content-length" in headers:
+            length = int(headers["content-length"])
+            while len(body) < length:
+                more = await asyncio.wait_for(reader.read(1 << 20), 10)
+                if not more:
+                    break
+                body += more
+    finally:
+        writer.close()
+    return status, headers, body
+
+
+def assert_raw_problem(
+    status: int,
+    headers: dict[str, str],
+    body: bytes,
+    statuses: set[int],
+    code: str | None = None,
+) -> dict[str, Any]:
+    """A raw answer is an RFC 9457 problem with one of ``statuses`` (and ``code``)."""
+    text = body.decode("utf-8", "replace")
+    assert status in statuses, f"status {status}: {text[:300]!r}"
+    content_type = headers.get("content-type", "")
+    assert content_type.startswith("application/problem+json"), (
+        f"answered {status} with {content_type!r}: {text[:300]!r}"
+    )
+    assert not any(leak in text.lower() for leak in LEAKS), text
+    problem: dict[str, Any] = json.loads(text)
+    assert set(problem) >= PROBLEM_FIELDS, problem
+    assert problem["status"] == status, problem
+    assert valid_request_id(str(problem["request_id"])), problem
+    if code is not None:
+        assert problem["code"] == code, problem
+    return problem

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import json
 import re
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Annotated, Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -33,6 +30,7 @@ from litestar.response import Redirect
 from opentelemetry import trace
 from prometheus_client import Counter
 
+from mediaflow_gateway.cursors import cursor_key, decode_cursor, encode_cursor
 from mediaflow_gateway.resources import Resources
 from mediaflow_libs import credits, egress, tasks, telemetry
 from mediaflow_libs.egress import EgressPolicy
@@ -304,20 +302,6 @@ async def get_task(
     return Response({"task": task}, headers=headers)
 
 
-def _encode_cursor(created_at: datetime, task_id: str) -> str:
-    raw = json.dumps([created_at.isoformat(), task_id]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> tuple[datetime, str]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        created_at, task_id = json.loads(raw)
-        return datetime.fromisoformat(created_at), str(uuid.UUID(task_id))
-    except (binascii.Error, ValueError, TypeError) as exc:
-        raise ProblemError(422, "invalid_cursor", "The cursor is not one this API issued.") from exc
-
-
 @get("/v1/tasks", responses=problem_responses(400, 401, 422, 503))
 async def list_tasks(
     identity: NamedDependency[Identity],
@@ -340,7 +324,8 @@ async def list_tasks(
     if not valid or not 1 <= int(raw_limit) <= MAX_PAGE_SIZE:
         raise ProblemError(422, "invalid_limit", f"`limit` must be 1 to {MAX_PAGE_SIZE}.")
     page_size = int(raw_limit)
-    after = _decode_cursor(cursor) if cursor else None
+    key = cursor_key(resources.settings.service_secret.get_secret_value())
+    after = decode_cursor(key, identity.user_id, cursor) if cursor else None
     async with resources.pool.acquire() as con:
         rows = await con.fetch(
             """SELECT * FROM media.tasks
@@ -354,7 +339,7 @@ async def list_tasks(
         )
     page = rows[:page_size]
     next_cursor = (
-        _encode_cursor(page[-1]["created_at"], str(page[-1]["id"]))
+        encode_cursor(key, identity.user_id, page[-1]["created_at"], str(page[-1]["id"]))
         if len(rows) > page_size
         else None
     )
