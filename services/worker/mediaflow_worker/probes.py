@@ -20,6 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from mediaflow_libs.facts import configuration_facts
 from mediaflow_libs.settings import ServiceSettings
+from mediaflow_worker.media.mux import media_tools
 
 ReadinessCheck = Callable[[], Awaitable[None]]
 _PROBLEM_TYPE = "application/problem+json"
@@ -38,7 +39,7 @@ def _problem(status: int, code: str, detail: str) -> web.Response:
 
 
 def probe_app(checks: list[ReadinessCheck], settings: ServiceSettings) -> web.Application:
-    facts = configuration_facts(settings)
+    facts = configuration_facts(settings) | {"media_tools": media_tools()}
 
     async def healthz(_: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})

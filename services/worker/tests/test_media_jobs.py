@@ -17,6 +17,7 @@ import asyncpg
 import pytest
 from aio_pika.abc import AbstractChannel
 from aiohttp import web
+from prometheus_client import REGISTRY
 from yt_dlp.extractor.common import InfoExtractor
 
 from devstack import stack
@@ -44,6 +45,10 @@ from services.worker.tests.support import (
 )
 
 __all__ = ["media_origin"]
+
+
+def counted(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
 async def stored_file(s3: Any, worker: Worker, row: asyncpg.Record, tmp_path: Path) -> Path:
@@ -90,9 +95,15 @@ async def test_an_hls_playlist_becomes_one_file_with_its_video_and_audio(
     s3: Any,
     tmp_path: Path,
 ) -> None:
+    tasks_before = counted("worker_media_tasks_total", kind="hls")
+    segments_before = counted("worker_media_segments_total", kind="hls", outcome="fetched")
     row, probed = await succeeded(
         submit, db_pool, s3, worker, tmp_path, media_origin.url(f"{source}/index.m3u8")
     )
+    assert counted("worker_media_tasks_total", kind="hls") == tasks_before + 1
+    # Four one-second segments (and an init section for fMP4).
+    fetched = counted("worker_media_segments_total", kind="hls", outcome="fetched")
+    assert fetched - segments_before >= 4
     found = streams(probed)
     assert found["video"]["codec_name"] == "h264"
     assert found["video"]["height"] == 360
@@ -262,9 +273,15 @@ async def test_a_missing_segment_fails_the_task_instead_of_leaving_a_hole(
     worker: Worker, submit: Submit, media_origin: MediaOrigin, db_pool: asyncpg.Pool, s3: Any
 ) -> None:
     url = playlist_with(media_origin, "missing.m3u8", media_origin.url("ts/gone.ts"))
+    failures = counted("worker_media_failures_total", kind="hls", code="source_http_error")
+    failed_segments = counted("worker_media_segments_total", kind="hls", outcome="failed")
     task = await submit(url)
     row = await finished(db_pool, task.task_id)
     assert (row["status"], row["error_code"]) == ("failed", "source_http_error")
+    assert counted("worker_media_segments_total", kind="hls", outcome="failed") > failed_segments
+    assert (
+        counted("worker_media_failures_total", kind="hls", code="source_http_error") == failures + 1
+    )
     assert row["object_key"] is None
     assert await stored_keys(s3, worker.settings.s3_bucket, task.prefix) == []
     assert await open_uploads(s3, worker.settings.s3_bucket, task.prefix) == []

@@ -36,7 +36,14 @@ async def test_probes_answer_and_everything_else_is_a_problem_document() -> None
         assert metrics.headers["content-type"].startswith("text/plain")
         assert "worker_jobs_in_flight" in metrics.text
         facts = (await client.get("/diagnostics")).json()
-        assert set(facts) == {"public_url", "service_secret_fingerprint", "amqp_namespace", "time"}
+        assert set(facts) == {
+            "public_url",
+            "service_secret_fingerprint",
+            "amqp_namespace",
+            "media_tools",
+            "time",
+        }
+        assert set(facts["media_tools"]) == {"ffmpeg", "ffprobe", "yt_dlp"}
 
         healthy = False
         not_ready = await client.get("/readyz")

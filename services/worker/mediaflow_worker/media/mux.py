@@ -13,6 +13,7 @@ import asyncio
 import json
 import os
 import shutil
+import subprocess
 import time
 from collections.abc import AsyncIterator
 from contextlib import suppress
@@ -91,6 +92,27 @@ class MuxReport:
 
     duration: float | None = None
     errors: list[str] = field(default_factory=list)
+
+
+def media_tools() -> dict[str, str | None]:
+    """The versions of ffmpeg, ffprobe and yt-dlp this worker runs (None: not installed)."""
+    import yt_dlp.version
+
+    def version(path: str) -> str | None:
+        try:
+            out = subprocess.run(
+                [path, "-version"], capture_output=True, text=True, timeout=10, check=False
+            ).stdout
+        except OSError:
+            return None
+        words = out.split()
+        return words[2] if len(words) > 2 and words[1] == "version" else None
+
+    return {
+        "ffmpeg": version(ffmpeg_path()),
+        "ffprobe": version(ffprobe_path()),
+        "yt_dlp": str(yt_dlp.version.__version__),
+    }
 
 
 def ffmpeg_path() -> str:

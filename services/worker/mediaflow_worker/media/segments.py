@@ -116,6 +116,8 @@ async def _piece(fetch: PieceFetch, keys: _Keys, piece: Piece) -> bytes:
                 body = body[offset : offset + length]
         if piece.key is not None:
             body = _decrypt(body, await keys.get(piece.key.url), piece.key.iv or bytes(16))
+    except asyncio.CancelledError:
+        raise  # another piece failed, or the task stopped: not this piece's failure
     except BaseException:
         SEGMENTS.labels(fetch.kind, "failed").inc()
         raise
