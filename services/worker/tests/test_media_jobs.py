@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -287,8 +288,8 @@ async def test_a_missing_segment_fails_the_task_instead_of_leaving_a_hole(
     assert await open_uploads(s3, worker.settings.s3_bucket, task.prefix) == []
 
 
-def ffmpeg_children() -> list[int]:
-    """ffmpeg processes this process started that are still there (zombies included)."""
+def children_named(parent: int, name: str) -> list[int]:
+    """Processes called ``name`` whose parent is ``parent``."""
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -297,11 +298,16 @@ def ffmpeg_children() -> list[int]:
             stat = Path(f"/proc/{entry}/stat").read_text()
         except OSError:
             continue
-        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        command = stat[stat.index("(") + 1 : stat.rindex(")")]
         ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
-        if ppid == os.getpid() and name == "ffmpeg":
+        if command == name and ppid == parent:
             found.append(int(entry))
     return found
+
+
+def ffmpeg_children() -> list[int]:
+    """ffmpeg processes this process started that are still there (zombies included)."""
+    return children_named(os.getpid(), "ffmpeg")
 
 
 async def test_a_cancel_during_a_mux_is_noticed_within_two_seconds_and_ffmpeg_is_reaped(
@@ -425,3 +431,67 @@ async def test_an_extractor_finds_the_formats_and_every_request_passes_the_egres
     assert streams(probed)["video"]["height"] == 240
     assert row["result_filename"] == "Été a b clip.mp4"
     assert row["result_media"]["title"] == "Été: a/b \\ clip?"
+
+
+def gone(pid: int) -> bool:
+    """Exited (a zombie left to init counts as exited: it runs nothing and is reaped)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return True
+    return state == "Z"
+
+
+async def test_a_worker_killed_mid_mux_leaves_no_ffmpeg_and_the_task_is_taken_over(
+    infra: Any,
+    media_origin: MediaOrigin,
+    db_pool: asyncpg.Pool,
+    channel: AbstractChannel,
+    s3: Any,
+    tmp_path: Path,
+) -> None:
+    from services.worker.tests.test_worker_takeover import worker_process
+
+    stalled = asyncio.Event()
+    requests: list[int] = []
+    segment = (media_origin.root / "ts" / "index3.ts").read_bytes()
+
+    async def stalls_once(request: web.Request) -> web.StreamResponse:
+        requests.append(1)
+        if len(requests) > 1:
+            return web.Response(body=segment, content_type="video/mp2t")
+        response = web.StreamResponse(headers={"Content-Length": str(len(segment))})
+        await response.prepare(request)
+        stalled.set()
+        for _ in range(600):  # until the worker is gone
+            if request.transport is None or request.transport.is_closing():
+                break
+            await asyncio.sleep(0.05)
+        return response
+
+    media_origin.overrides["/ts/once.ts"] = stalls_once
+    url = playlist_with(media_origin, "once.m3u8", media_origin.url("ts/once.ts"))
+    doomed = worker_settings(infra)
+    survivor = worker_settings(infra, amqp_namespace=doomed.amqp_namespace)
+    topology = Topology(doomed.amqp_namespace)
+    async with own_namespace(infra, db_pool, topology):
+        async with worker_process(doomed, tmp_path / "doomed.log") as process:
+            task = await create_task(db_pool, channel, topology, url)
+            await asyncio.wait_for(stalled.wait(), 30)
+            ffmpeg = children_named(process.pid, "ffmpeg")
+            assert len(ffmpeg) == 1, "the doomed worker is muxing"
+            async with running(survivor, asyncio.Event()):
+                os.kill(process.pid, signal.SIGKILL)  # the worker alone: ffmpeg is left
+                process.wait()
+
+                async def ffmpeg_gone() -> bool:
+                    return gone(ffmpeg[0])
+
+                # Its pipes closed with the worker: ffmpeg reads the end and exits.
+                await eventually(ffmpeg_gone, within=10)
+                row = await finished(db_pool, task.task_id)
+        assert (row["status"], row["attempt"]) == ("succeeded", 2)
+        assert await stored_keys(s3, doomed.s3_bucket, task.prefix) == [f"{task.prefix}2"]
+        assert await open_uploads(s3, doomed.s3_bucket, task.prefix) == []
+        assert await ledger(db_pool, task.task_id) == [("charge", -TASK_COST)]
+        await s3.delete_object(Bucket=doomed.s3_bucket, Key=f"{task.prefix}2")
