@@ -395,6 +395,7 @@ def fake_platform(media_origin: MediaOrigin) -> Any:
         raise web.HTTPFound("/api/clip1.json")
 
     media_origin.overrides["/api/latest/clip1"] = moved
+    media_origin.page("watch/clip1", '<html><body><div id="player"></div></body></html>')
     extractor.EXTRA_EXTRACTORS.append(FakePlatformIE)
     yield
     extractor.EXTRA_EXTRACTORS.remove(FakePlatformIE)
@@ -424,7 +425,8 @@ async def test_an_extractor_finds_the_formats_and_every_request_passes_the_egres
         submit, db_pool, s3, worker, tmp_path, media_origin.url("watch/clip1"), quality="240"
     )
     seen = media_origin.seen[seen_before:]
-    assert seen[:2] == ["/api/latest/clip1", "/api/clip1.json"]
+    # The watch page (a player, no media named), then the extractor's API call and its redirect.
+    assert seen[:3] == ["/watch/clip1", "/api/latest/clip1", "/api/clip1.json"]
     assert any(path.endswith(".ts") for path in seen)
     # The origin saw nothing the egress checks did not see first.
     assert sorted(seen) == sorted(checked)

@@ -3,16 +3,22 @@ segments to fetch: MPEG-TS or fMP4 (``EXT-X-MAP``), byte ranges, AES-128 keys.""
 
 from __future__ import annotations
 
+import re
 from contextlib import suppress
 from dataclasses import dataclass
 from urllib.parse import urljoin
-
-from yt_dlp.utils import parse_m3u8_attributes
 
 from mediaflow_worker.errors import TaskFailure
 from mediaflow_worker.media.fetcher import Fetcher
 from mediaflow_worker.media.plan import Format
 from mediaflow_worker.media.segments import Key, Piece
+
+_ATTRIBUTE = re.compile(r'(?P<key>[A-Z0-9-]+)=(?P<value>"[^"]*"|[^",]*)(?:,|$)')
+
+
+def parse_m3u8_attributes(text: str) -> dict[str, str]:
+    """``KEY=value,KEY="quoted, value"`` as a dict, quotes removed."""
+    return {m["key"]: m["value"].strip('"') for m in _ATTRIBUTE.finditer(text)}
 
 
 def is_playlist(head: bytes) -> bool:

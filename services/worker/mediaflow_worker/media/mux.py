@@ -18,6 +18,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import suppress
 from dataclasses import dataclass, field
+from importlib import metadata
 
 import structlog
 
@@ -95,8 +96,8 @@ class MuxReport:
 
 
 def media_tools() -> dict[str, str | None]:
-    """The versions of ffmpeg, ffprobe and yt-dlp this worker runs (None: not installed)."""
-    import yt_dlp.version
+    """The versions of ffmpeg, ffprobe and yt-dlp this worker runs (None: not installed);
+    yt-dlp's from its metadata, so that it is not loaded before a task needs it."""
 
     def version(path: str) -> str | None:
         try:
@@ -111,8 +112,15 @@ def media_tools() -> dict[str, str | None]:
     return {
         "ffmpeg": version(ffmpeg_path()),
         "ffprobe": version(ffprobe_path()),
-        "yt_dlp": str(yt_dlp.version.__version__),
+        "yt_dlp": _package_version("yt-dlp"),
     }
+
+
+def _package_version(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
 
 
 def ffmpeg_path() -> str:

@@ -1,11 +1,11 @@
 """A task's URL to the bytes to store: resolve it to a plan, select formats by the
 options, fetch them, and mux them through ffmpeg when they are more than one file as is.
 
-The resolvers, in order: an extractor that knows the URL's site (yt-dlp, told by the
-address alone); then the URL is fetched: media is a direct file, an HLS playlist or DASH
-manifest is a manifest, an HTML page goes to the page resolvers (``og:video``, ``<video>``,
-JSON-LD), whose answer is fetched the same way, and a page they know nothing of goes to
-yt-dlp's generic extractor (player embeds).
+The resolvers, in order: the URL is fetched; media is a direct file, an HLS playlist or
+DASH manifest is a manifest; a page goes to the extractor of a platform that knows its
+address (yt-dlp), else to the page resolvers (``og:video``, ``<video>``, JSON-LD), whose
+answer is fetched the same way, and a page they know nothing of goes to yt-dlp's generic
+extractor (player embeds).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from yarl import URL
 from mediaflow_libs import naming
 from mediaflow_worker.errors import TaskFailure
 from mediaflow_worker.fetch import Source
-from mediaflow_worker.media import dash, extractor, hls, mux
+from mediaflow_worker.media import dash, hls, mux
 from mediaflow_worker.media.fetcher import Fetcher
 from mediaflow_worker.media.metrics import MEDIA_FAILURES, MEDIA_TASKS
 from mediaflow_worker.media.plan import Format, Info, Options, Plan
@@ -98,48 +98,72 @@ async def _read_all(head: bytes, chunks: AsyncIterator[bytes], max_bytes: int) -
     return body.decode("utf-8", errors="replace")
 
 
+async def _platform(fetcher: Fetcher, urls: list[str], config: MediaConfig) -> Plan | None:
+    """What the extractor of a platform that knows one of ``urls`` finds there, or None.
+    yt-dlp is loaded only here: a link that is media already never needs it."""
+    if not config.extractors:
+        return None
+    from mediaflow_worker.media import extractor
+
+    for url in dict.fromkeys(urls):
+        if key := extractor.specific_extractor(url):
+            return await extractor.extract(
+                fetcher,
+                url,
+                key,
+                max_bytes=config.extractor_max_bytes,
+                socket_timeout=fetcher.limits.read_timeout,
+            )
+    return None
+
+
 @asynccontextmanager
 async def open_plan(
     fetcher: Fetcher, url: str, resolvers: Resolvers, config: MediaConfig
 ) -> AsyncIterator[Plan]:
-    """The plan for ``url``; a direct file's response stays open for the block."""
-    if config.extractors and (key := extractor.specific_extractor(url)):
-        yield await extractor.extract(
-            fetcher,
-            url,
-            key,
-            max_bytes=config.extractor_max_bytes,
-            socket_timeout=fetcher.limits.read_timeout,
-        )
-        return
+    """The plan for ``url``; a direct file's response stays open for the block.
+
+    The URL is fetched first: media and manifests are what they are. A page is first
+    offered to the extractor of a platform that knows its address (as is a first link
+    that refuses us: platforms answer bots as they please, yt-dlp knows how to ask), then to
+    the page resolvers, then to yt-dlp's generic extractor."""
     target, kind = URL(url), "file"
     for _ in range(config.max_pages + 1):
         plan: Plan | None = None
-        async with fetcher.open(str(target)) as source:
-            head = await _read_head(source.chunks)
-            if hls.is_playlist(head) or dash.is_mpd(head, source.content_type):
-                text = await _read_all(head, source.chunks, config.manifest_max_bytes)
-                at = str(source.url)
-                if hls.is_playlist(head):
-                    plan = Plan("manifest", at, "hls", hls.master_formats(fetcher, text, at))
+        try:
+            async with fetcher.open(str(target)) as source:
+                head = await _read_head(source.chunks)
+                if hls.is_playlist(head) or dash.is_mpd(head, source.content_type):
+                    text = await _read_all(head, source.chunks, config.manifest_max_bytes)
+                    at = str(source.url)
+                    if hls.is_playlist(head):
+                        plan = Plan("manifest", at, "hls", hls.master_formats(fetcher, text, at))
+                    else:
+                        plan = Plan("manifest", at, "dash", dash.mpd_formats(fetcher, text, at))
+                elif not _is_page(source, head):
+                    yield Plan(
+                        "direct",
+                        str(source.url),
+                        kind,
+                        source=Source(
+                            url=source.url,
+                            content_type=source.content_type,
+                            size=source.size,
+                            chunks=_prepend(head, source.chunks),
+                        ),
+                    )
+                    return
                 else:
-                    plan = Plan("manifest", at, "dash", dash.mpd_formats(fetcher, text, at))
-            elif not _is_page(source, head):
-                yield Plan(
-                    "direct",
-                    str(source.url),
-                    kind,
-                    source=Source(
-                        url=source.url,
-                        content_type=source.content_type,
-                        size=source.size,
-                        chunks=_prepend(head, source.chunks),
-                    ),
-                )
-                return
-            else:
-                text = await _page_text(head, source.chunks, config.max_page_bytes)
-                page = Page(source.url, text)
+                    text = await _page_text(head, source.chunks, config.max_page_bytes)
+                    page = Page(source.url, text)
+        except TaskFailure as refused:
+            if refused.code != "source_http_error" or kind != "file":
+                raise
+            plan = await _platform(fetcher, [str(target)], config)
+            if plan is None:
+                raise
+        if plan is None:
+            plan = await _platform(fetcher, [str(target), str(page.url)], config)
         if plan is not None:
             yield plan
             return
@@ -155,6 +179,8 @@ async def open_plan(
 
 async def _generic(fetcher: Fetcher, url: str, config: MediaConfig) -> Plan:
     """yt-dlp's generic extractor: the player embeds it knows on pages of any site."""
+    from mediaflow_worker.media import extractor
+
     try:
         plan = await extractor.extract(
             fetcher,
