@@ -43,6 +43,11 @@ RUN --mount=type=cache,target=/root/.cache/uv \
 
 # ---- runtime: the interpreter, the virtualenv, an unprivileged user ---------------------
 FROM ${PYTHON_IMAGE} AS runtime
+# ffmpeg muxes streams served apart (it reads only pipes the worker feeds); yt-dlp, yt-dlp-ejs
+# and deno (for YouTube's JavaScript challenges) come with the worker's locked dependencies.
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ffmpeg \
+ && rm -rf /var/lib/apt/lists/*
 RUN groupadd --system --gid 10001 mediaflow \
  && useradd --system --uid 10001 --gid 10001 --no-create-home \
         --home-dir /nonexistent --shell /usr/sbin/nologin mediaflow

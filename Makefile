@@ -5,7 +5,7 @@ SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 APT_INSTALL := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends
 
-.PHONY: help deps run stop observe test chaos lint bench diagnose docs proto
+.PHONY: help deps run stop observe test chaos lint bench diagnose docs proto canary
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -53,3 +53,6 @@ docs: deps ## refresh the README's configuration table from the settings classes
 
 proto: deps ## regenerate the message contracts from proto/
 	@$(UV) run --frozen python -m mediaflow_libs.protogen
+
+canary: ## live platforms (needs the internet, never in CI): which extractors work today on a running stack
+	@$(UV) run --frozen python -m devstack.canary

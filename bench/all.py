@@ -26,7 +26,14 @@ from results import Result, read_json
 BENCH_DIR = Path(__file__).resolve().parent
 LOG_DIR = BENCH_DIR.parent / ".run" / "bench"
 # The order of the table's rows.
-SCRIPTS = ("gateway_submit", "worker_throughput", "worker_rss", "sse_bench", "e2e_latency")
+SCRIPTS = (
+    "gateway_submit",
+    "worker_throughput",
+    "worker_rss",
+    "media_vs_ytdlp",
+    "sse_bench",
+    "e2e_latency",
+)
 
 
 def machine() -> str:

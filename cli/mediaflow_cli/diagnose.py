@@ -274,6 +274,20 @@ async def check_session_round_trip(d: Diagnosis, http: httpx.AsyncClient) -> Non
     )
 
 
+def check_media_tools(d: Diagnosis) -> None:
+    """The worker's ffmpeg and yt-dlp: without ffmpeg no HLS or DASH link can be stored."""
+    tools = d.facts.get("worker", {}).get("media_tools")
+    if tools is None:
+        return  # no worker among the services asked, or one from before media tools
+    d.record(
+        "worker has ffmpeg and yt-dlp",
+        bool(tools.get("ffmpeg") and tools.get("ffprobe") and tools.get("yt_dlp")),
+        f"ffmpeg {tools.get('ffmpeg') or 'missing'}, ffprobe {tools.get('ffprobe') or 'missing'}, "
+        f"yt-dlp {tools.get('yt_dlp') or 'missing'}",
+        "install ffmpeg on the worker's machine (`make deps`; the image carries it)",
+    )
+
+
 async def diagnose(public_url: str, services: dict[str, str], database_url: str) -> Diagnosis:
     d = Diagnosis(public_url=public_url, services=services, database_url=database_url)
     async with httpx.AsyncClient(timeout=5) as http:
@@ -281,6 +295,7 @@ async def diagnose(public_url: str, services: dict[str, str], database_url: str)
         check_public_url(d)
         check_service_secret(d)
         check_clocks(d, await check_database(d))
+        check_media_tools(d)
         await check_session_round_trip(d, http)
     return d
 

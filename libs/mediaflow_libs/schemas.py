@@ -23,10 +23,27 @@ class TaskError(TypedDict):
     message: str
 
 
+class TaskMedia(TypedDict):
+    title: str | None
+    duration_seconds: float | None
+    width: int | None
+    height: int | None
+    video_codec: str | None
+    audio_codec: str | None
+
+
 class TaskResult(TypedDict):
     size: int
     sha256: str
     content_type: str
+    filename: str
+    media: TaskMedia
+
+
+class TaskOptions(TypedDict):
+    quality: int | Literal["best"]
+    mode: Literal["auto", "audio", "mute"]
+    audio_format: Literal["original", "mp3", "opus"]
 
 
 class Task(TypedDict):
@@ -37,6 +54,7 @@ class Task(TypedDict):
     bytes_total: int | None
     source_url: str
     attempt: int
+    options: TaskOptions
     error: TaskError | None
     result: TaskResult | None
     created_at: str

@@ -8,6 +8,7 @@ is refunded in that same transaction.
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -18,9 +19,17 @@ import structlog
 from google.protobuf.timestamp_pb2 import Timestamp
 from prometheus_client import Counter, Histogram
 
-from mediaflow_libs import credits, telemetry
+from mediaflow_libs import credits, naming, telemetry
 from mediaflow_libs.amqp import Topology
-from mediaflow_libs.contracts import Job, Task, TaskError, TaskEvent, TaskResult
+from mediaflow_libs.contracts import (
+    Job,
+    Task,
+    TaskError,
+    TaskEvent,
+    TaskMedia,
+    TaskOptions,
+    TaskResult,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -45,8 +54,19 @@ _CHANGEABLE_COLUMNS = frozenset(
         "result_size",
         "result_sha256",
         "result_content_type",
+        "result_filename",
+        "result_media",
     }
 )
+# API.md's options and their defaults; `quality` is "best" or one of these heights.
+DEFAULT_OPTIONS: dict[str, str] = {"quality": "best", "mode": "auto", "audio_format": "original"}
+QUALITY_HEIGHTS = (2160, 1440, 1080, 720, 480, 360, 240, 144)
+OPTION_VALUES: dict[str, tuple[str, ...]] = {
+    "quality": ("best", *(str(h) for h in QUALITY_HEIGHTS)),
+    "mode": ("auto", "audio", "mute"),
+    "audio_format": ("original", "mp3", "opus"),
+}
+_MEDIA_FIELDS = ("title", "duration_seconds", "width", "height", "video_codec", "audio_codec")
 
 TRANSITIONS = Counter("task_transitions_total", "Task status changes", ["from_status", "to_status"])
 SUBMISSION_BATCH_SIZE = Histogram(
@@ -70,7 +90,26 @@ def _timestamp(value: datetime) -> Timestamp:
     return stamp
 
 
-def task_message(row: asyncpg.Record) -> Task:
+def stored_options(value: Any) -> dict[str, str]:
+    """A task's options as stored (null for a task from before options), defaults filled in."""
+    found = _json_object(value)
+    return {name: str(found.get(name) or default) for name, default in DEFAULT_OPTIONS.items()}
+
+
+def _json_object(value: Any) -> dict[str, Any]:
+    """A jsonb column's object, decoded or not by the connection's codec."""
+    if isinstance(value, str):
+        value = json.loads(value)
+    return value if isinstance(value, dict) else {}
+
+
+def job_options(value: Any) -> dict[str, str]:
+    """The job message's option fields for stored options: empty where the default is."""
+    options = stored_options(value)
+    return {name: "" if v == DEFAULT_OPTIONS[name] else v for name, v in options.items()}
+
+
+def task_message(row: Any) -> Task:
     task = Task(
         id=str(row["id"]),
         user_id=str(row["user_id"]),
@@ -80,6 +119,7 @@ def task_message(row: asyncpg.Record) -> Task:
         attempt=row["attempt"],
         created_at=_timestamp(row["created_at"]),
         updated_at=_timestamp(row["updated_at"]),
+        options=TaskOptions(**stored_options(row.get("options"))),
     )
     if row["progress"] is not None:
         task.progress = row["progress"]
@@ -88,14 +128,24 @@ def task_message(row: asyncpg.Record) -> Task:
     if row["error_code"] is not None:
         task.error.CopyFrom(TaskError(code=row["error_code"], message=row["error_message"] or ""))
     if row["status"] == SUCCEEDED and row["result_sha256"] is not None:
+        content_type = row["result_content_type"] or "application/octet-stream"
+        media = _json_object(row.get("result_media"))
         task.result.CopyFrom(
             TaskResult(
                 size=row["result_size"],
                 sha256=row["result_sha256"],
-                content_type=row["result_content_type"] or "application/octet-stream",
+                content_type=content_type,
+                # Results stored before file names were: named after the URL.
+                filename=row.get("result_filename")
+                or naming.filename(None, row["source_url"], content_type),
+                media=TaskMedia(**{k: media[k] for k in _MEDIA_FIELDS if media.get(k) is not None}),
             )
         )
     return task
+
+
+def _media_json(media: TaskMedia) -> dict[str, Any]:
+    return {name: getattr(media, name) if media.HasField(name) else None for name in _MEDIA_FIELDS}
 
 
 def _rfc3339(stamp: Timestamp) -> str:
@@ -115,10 +165,19 @@ def task_json(task: Task) -> dict[str, Any]:
         "error": {"code": task.error.code, "message": task.error.message}
         if task.HasField("error")
         else None,
+        "options": {
+            "quality": int(task.options.quality)
+            if task.options.quality.isdigit()
+            else task.options.quality or "best",
+            "mode": task.options.mode or "auto",
+            "audio_format": task.options.audio_format or "original",
+        },
         "result": {
             "size": task.result.size,
             "sha256": task.result.sha256,
             "content_type": task.result.content_type,
+            "filename": task.result.filename,
+            "media": _media_json(task.result.media),
         }
         if task.HasField("result")
         else None,
@@ -229,8 +288,9 @@ class Submitter:
         source_url: str,
         idempotency_key: str | None = None,
         request_hash: bytes | None = None,
+        options: dict[str, str] | None = None,
     ) -> Submission:
-        prepared = self._prepare(user_id, source_url, idempotency_key, request_hash)
+        prepared = self._prepare(user_id, source_url, idempotency_key, request_hash, options)
         answer: asyncio.Future[Submission] = asyncio.get_running_loop().create_future()
         # Retrieved even when its caller is gone, so an error is not reported as unseen.
         answer.add_done_callback(lambda done: done.cancelled() or done.exception())
@@ -255,6 +315,7 @@ class Submitter:
         source_url: str,
         idempotency_key: str | None,
         request_hash: bytes | None,
+        options: dict[str, str] | None = None,
     ) -> _Prepared:
         now = datetime.now(UTC)
         row: dict[str, Any] = {
@@ -273,12 +334,19 @@ class Submitter:
             "result_size": None,
             "result_sha256": None,
             "result_content_type": None,
+            "result_filename": None,
+            "result_media": None,
+            "options": stored_options(options),
             "created_at": now,
             "updated_at": now,
         }
         task = task_message(row)
         job = Job(
-            task_id=task.id, user_id=user_id, source_url=source_url, requested_at=task.created_at
+            task_id=task.id,
+            user_id=user_id,
+            source_url=source_url,
+            requested_at=task.created_at,
+            **job_options(options),
         )
         snapshot, _, event_routing_key, event_task_field, _ = _event_arguments(self._topology, task)
         return _Prepared(

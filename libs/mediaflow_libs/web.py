@@ -152,9 +152,11 @@ ReadinessCheck = Callable[[], Awaitable[None]]
 def health_routes(
     readiness_checks: Callable[[Any], list[ReadinessCheck]],
     settings: ServiceSettings | None = None,
+    extra_facts: dict[str, Any] | None = None,
 ) -> list[Any]:
-    """``/healthz``, ``/readyz``, ``/metrics`` and, given the settings, ``/diagnostics``;
-    ``readiness_checks(app_state)`` lists the dependency probes ``/readyz`` runs."""
+    """``/healthz``, ``/readyz``, ``/metrics`` and, given the settings, ``/diagnostics``
+    (with ``extra_facts`` beside the configuration's); ``readiness_checks(app_state)`` lists
+    the dependency probes ``/readyz`` runs."""
 
     @get("/healthz", media_type=MediaType.JSON, include_in_schema=False)
     async def healthz() -> dict[str, str]:
@@ -175,7 +177,7 @@ def health_routes(
 
     routes = [healthz, readyz, metrics]
     if settings is not None:
-        facts = configuration_facts(settings)
+        facts = configuration_facts(settings) | (extra_facts or {})
 
         @get("/diagnostics", media_type=MediaType.JSON, include_in_schema=False)
         async def diagnostics() -> dict[str, Any]:
@@ -372,14 +374,18 @@ def serve(app_factory: str, settings: ServiceSettings, *, internal_port: int | N
         sys.exit(STARTUP_FAILURE)  # as uvicorn.run does
 
 
-def operator_app(readiness: list[ReadinessCheck], settings: ServiceSettings) -> Litestar:
+def operator_app(
+    readiness: list[ReadinessCheck],
+    settings: ServiceSettings,
+    extra_facts: dict[str, Any] | None = None,
+) -> Litestar:
     """An app of the operator routes alone (``/healthz``, ``/readyz``, ``/metrics``,
     ``/diagnostics``), with problem documents for everything else: the port of a service
     whose work is not HTTP (the worker)."""
     return around_routing(
         Litestar(
             logging_config=None,  # our structlog JSON, not Litestar's plain text
-            route_handlers=health_routes(lambda _: readiness, settings),
+            route_handlers=health_routes(lambda _: readiness, settings, extra_facts),
             exception_handlers=exception_handlers,  # type: ignore[arg-type]
             openapi_config=None,
             debug=False,

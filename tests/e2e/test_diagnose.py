@@ -28,6 +28,8 @@ async def test_diagnose_passes_on_a_healthy_stack(running_stack: stack.StackConf
     )
     assert _failed(result) == {}
     assert len(result.checks) >= 10
+    tools = next(c for c in result.checks if c.name == "worker has ffmpeg and yt-dlp")
+    assert "ffmpeg 5" in tools.detail and "yt-dlp 20" in tools.detail, tools.detail
 
 
 async def test_diagnose_names_a_mismatched_public_url(

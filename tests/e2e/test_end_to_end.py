@@ -12,6 +12,7 @@ import httpx
 
 from devstack import media, stack
 from mediaflow_cli.sse import SseEvent, read_events
+from services.worker.tests import media_sources
 
 SAMPLE_BYTES = 12 * 1024 * 1024 + 12345  # not a multiple of the part size
 
@@ -62,7 +63,10 @@ async def test_sign_up_submit_follow_sse_download_and_verify(
             "size": SAMPLE_BYTES,
             "sha256": source_sha256,
             "content_type": "video/mp4",
+            "filename": "e2e.mp4",
+            "media": final["result"]["media"],
         }
+        assert final["options"] == {"quality": "best", "mode": "auto", "audio_format": "original"}
         assert "running" in [task["status"] for task in seen]
 
         redirect = await client.get(f"/v1/tasks/{task_id}/download")
@@ -122,3 +126,55 @@ def test_every_line_the_services_log_is_json(running_stack: stack.StackConfig) -
         for line in lines:
             entry = json.loads(line)  # fails, naming the line, on anything but JSON
             assert entry["service"] == service, line
+
+
+async def test_an_hls_playlist_with_options_through_the_stack(
+    running_stack: stack.StackConfig, origin: tuple[str, Path]
+) -> None:
+    """A user's HLS link with `mode: "audio"` and `audio_format: "mp3"`: the options are
+    echoed, the stored file is MP3 named after the URL, and the download says so."""
+    base_url, directory = origin
+    source = directory / "hls-e2e"
+    source.mkdir()
+    video = media_sources.make_video("320x180", source, "src.mp4")
+    media_sources.make_hls(video, source / "stream")
+    async with httpx.AsyncClient(base_url=running_stack.public_url, timeout=30) as client:
+        await client.post(
+            "/v1/auth/sign-up",
+            json={
+                "email": f"e2e-{secrets.token_hex(4)}@example.com",
+                "password": "a long passphrase",
+            },
+        )
+        refused = await client.post(
+            "/v1/tasks", json={"url": f"{base_url}/hls-e2e/stream/index.m3u8", "mode": "loud"}
+        )
+        assert refused.status_code == 422
+        assert refused.json()["code"] == "invalid_options"
+        assert (await client.get("/v1/me")).json()["credits"]["balance"] == 10
+        submitted = await client.post(
+            "/v1/tasks",
+            json={
+                "url": f"{base_url}/hls-e2e/stream/index.m3u8",
+                "mode": "audio",
+                "audio_format": "mp3",
+            },
+        )
+        assert submitted.status_code == 202, submitted.text
+        task = submitted.json()["task"]
+        assert task["options"] == {"quality": "best", "mode": "audio", "audio_format": "mp3"}
+        final = (await _follow_to_terminal(client, task["id"]))[-1]
+        assert final["status"] == "succeeded", final
+        result = final["result"]
+        assert (result["content_type"], result["filename"]) == ("audio/mpeg", "index.mp3")
+        assert result["media"]["audio_codec"] == "mp3"
+        assert result["media"]["video_codec"] is None
+        redirect = await client.get(f"/v1/tasks/{task['id']}/download")
+        assert redirect.status_code == 302
+        async with httpx.AsyncClient() as storage:
+            stored = await storage.get(redirect.headers["location"])
+        assert stored.status_code == 200
+        assert stored.headers["content-disposition"] == (
+            "attachment; filename=\"index.mp3\"; filename*=UTF-8''index.mp3"
+        )
+        assert hashlib.sha256(stored.content).hexdigest() == result["sha256"]

@@ -8,7 +8,18 @@ from mediaflow_libs.contracts.messages_pb2 import (
     Task,
     TaskError,
     TaskEvent,
+    TaskMedia,
+    TaskOptions,
     TaskResult,
 )
 
-__all__ = ["CredentialRevoked", "Job", "Task", "TaskError", "TaskEvent", "TaskResult"]
+__all__ = [
+    "CredentialRevoked",
+    "Job",
+    "Task",
+    "TaskError",
+    "TaskEvent",
+    "TaskMedia",
+    "TaskOptions",
+    "TaskResult",
+]

@@ -25,23 +25,27 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0emessages.proto\x12\x0cmediaflow.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"m\n\x03Job\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x12\n\nsource_url\x18\x03 \x01(\t\x12\x30\n\x0crequested_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x8b\x03\n\x04Task\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x0e\n\x06status\x18\x03 \x01(\t\x12\x15\n\x08progress\x18\x04 \x01(\x05H\x00\x88\x01\x01\x12\x12\n\nbytes_done\x18\x05 \x01(\x03\x12\x18\n\x0b\x62ytes_total\x18\x06 \x01(\x03H\x01\x88\x01\x01\x12\x12\n\nsource_url\x18\x07 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x08 \x01(\x05\x12+\n\x05\x65rror\x18\t \x01(\x0b\x32\x17.mediaflow.v1.TaskErrorH\x02\x88\x01\x01\x12-\n\x06result\x18\n \x01(\x0b\x32\x18.mediaflow.v1.TaskResultH\x03\x88\x01\x01\x12.\n\ncreated_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x0b\n\t_progressB\x0e\n\x0c_bytes_totalB\x08\n\x06_errorB\t\n\x07_result\"*\n\tTaskError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"@\n\nTaskResult\x12\x0c\n\x04size\x18\x01 \x01(\x03\x12\x0e\n\x06sha256\x18\x02 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x03 \x01(\t\"?\n\tTaskEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\x03\x12 \n\x04task\x18\x02 \x01(\x0b\x32\x12.mediaflow.v1.Task\"?\n\x11\x43redentialRevoked\x12\x19\n\x11\x63redential_sha256\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0emessages.proto\x12\x0cmediaflow.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa2\x01\n\x03Job\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x12\n\nsource_url\x18\x03 \x01(\t\x12\x30\n\x0crequested_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07quality\x18\x05 \x01(\t\x12\x0c\n\x04mode\x18\x06 \x01(\t\x12\x14\n\x0c\x61udio_format\x18\x07 \x01(\t\"\xb7\x03\n\x04Task\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x0e\n\x06status\x18\x03 \x01(\t\x12\x15\n\x08progress\x18\x04 \x01(\x05H\x00\x88\x01\x01\x12\x12\n\nbytes_done\x18\x05 \x01(\x03\x12\x18\n\x0b\x62ytes_total\x18\x06 \x01(\x03H\x01\x88\x01\x01\x12\x12\n\nsource_url\x18\x07 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x08 \x01(\x05\x12+\n\x05\x65rror\x18\t \x01(\x0b\x32\x17.mediaflow.v1.TaskErrorH\x02\x88\x01\x01\x12-\n\x06result\x18\n \x01(\x0b\x32\x18.mediaflow.v1.TaskResultH\x03\x88\x01\x01\x12.\n\ncreated_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12*\n\x07options\x18\r \x01(\x0b\x32\x19.mediaflow.v1.TaskOptionsB\x0b\n\t_progressB\x0e\n\x0c_bytes_totalB\x08\n\x06_errorB\t\n\x07_result\"B\n\x0bTaskOptions\x12\x0f\n\x07quality\x18\x01 \x01(\t\x12\x0c\n\x04mode\x18\x02 \x01(\t\x12\x14\n\x0c\x61udio_format\x18\x03 \x01(\t\"*\n\tTaskError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"z\n\nTaskResult\x12\x0c\n\x04size\x18\x01 \x01(\x03\x12\x0e\n\x06sha256\x18\x02 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x03 \x01(\t\x12\x10\n\x08\x66ilename\x18\x04 \x01(\t\x12&\n\x05media\x18\x05 \x01(\x0b\x32\x17.mediaflow.v1.TaskMedia\"\xef\x01\n\tTaskMedia\x12\x12\n\x05title\x18\x01 \x01(\tH\x00\x88\x01\x01\x12\x1d\n\x10\x64uration_seconds\x18\x02 \x01(\x01H\x01\x88\x01\x01\x12\x12\n\x05width\x18\x03 \x01(\x05H\x02\x88\x01\x01\x12\x13\n\x06height\x18\x04 \x01(\x05H\x03\x88\x01\x01\x12\x18\n\x0bvideo_codec\x18\x05 \x01(\tH\x04\x88\x01\x01\x12\x18\n\x0b\x61udio_codec\x18\x06 \x01(\tH\x05\x88\x01\x01\x42\x08\n\x06_titleB\x13\n\x11_duration_secondsB\x08\n\x06_widthB\t\n\x07_heightB\x0e\n\x0c_video_codecB\x0e\n\x0c_audio_codec\"?\n\tTaskEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\x03\x12 \n\x04task\x18\x02 \x01(\x0b\x32\x12.mediaflow.v1.Task\"?\n\x11\x43redentialRevoked\x12\x19\n\x11\x63redential_sha256\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'messages_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_JOB']._serialized_start=65
-  _globals['_JOB']._serialized_end=174
-  _globals['_TASK']._serialized_start=177
-  _globals['_TASK']._serialized_end=572
-  _globals['_TASKERROR']._serialized_start=574
-  _globals['_TASKERROR']._serialized_end=616
-  _globals['_TASKRESULT']._serialized_start=618
-  _globals['_TASKRESULT']._serialized_end=682
-  _globals['_TASKEVENT']._serialized_start=684
-  _globals['_TASKEVENT']._serialized_end=747
-  _globals['_CREDENTIALREVOKED']._serialized_start=749
-  _globals['_CREDENTIALREVOKED']._serialized_end=812
+  _globals['_JOB']._serialized_start=66
+  _globals['_JOB']._serialized_end=228
+  _globals['_TASK']._serialized_start=231
+  _globals['_TASK']._serialized_end=670
+  _globals['_TASKOPTIONS']._serialized_start=672
+  _globals['_TASKOPTIONS']._serialized_end=738
+  _globals['_TASKERROR']._serialized_start=740
+  _globals['_TASKERROR']._serialized_end=782
+  _globals['_TASKRESULT']._serialized_start=784
+  _globals['_TASKRESULT']._serialized_end=906
+  _globals['_TASKMEDIA']._serialized_start=909
+  _globals['_TASKMEDIA']._serialized_end=1148
+  _globals['_TASKEVENT']._serialized_start=1150
+  _globals['_TASKEVENT']._serialized_end=1213
+  _globals['_CREDENTIALREVOKED']._serialized_start=1215
+  _globals['_CREDENTIALREVOKED']._serialized_end=1278
 # @@protoc_insertion_point(module_scope)

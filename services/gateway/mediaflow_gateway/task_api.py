@@ -32,7 +32,7 @@ from prometheus_client import Counter
 
 from mediaflow_gateway.cursors import cursor_key, decode_cursor, encode_cursor
 from mediaflow_gateway.resources import Resources
-from mediaflow_libs import credits, egress, tasks, telemetry
+from mediaflow_libs import credits, egress, naming, tasks, telemetry
 from mediaflow_libs.egress import EgressPolicy
 from mediaflow_libs.problems import ProblemError
 from mediaflow_libs.schemas import Me, TaskEnvelope, TaskPage, problem_responses
@@ -110,6 +110,30 @@ def validated_source_url(value: object, policy: EgressPolicy = egress.PUBLIC_ONL
     return urlunsplit((parts.scheme.lower(), netloc, parts.path or "/", parts.query, ""))
 
 
+def validated_options(body: dict[str, Any]) -> dict[str, str]:
+    """API.md's options with defaults filled in, or 422 ``invalid_options``."""
+    options = dict(tasks.DEFAULT_OPTIONS)
+    for name, allowed in tasks.OPTION_VALUES.items():
+        if name not in body:
+            continue
+        value = body[name]
+        # A height is a JSON number (true is not 1); "720" is not a height.
+        text: str | None = None
+        if name == "quality" and isinstance(value, int) and not isinstance(value, bool):
+            text = str(value)
+        elif isinstance(value, str) and not value.isdigit():
+            text = value
+        if text is None or text not in allowed:
+            shown = ", ".join(f'"{v}"' if not v.isdigit() else v for v in allowed)
+            raise ProblemError(422, "invalid_options", f"`{name}` must be one of {shown}.")
+        options[name] = text
+    if options["audio_format"] != "original" and options["mode"] != "audio":
+        raise ProblemError(
+            422, "invalid_options", '`audio_format` other than "original" needs `mode: "audio"`.'
+        )
+    return options
+
+
 def _task_id(raw: str) -> str:
     try:
         return str(uuid.UUID(raw))
@@ -172,7 +196,21 @@ class _SubmitTaskOperation(Operation):
 
     def __post_init__(self) -> None:
         url = Schema(type=OpenAPIType.STRING, max_length=MAX_URL_LENGTH, format=OpenAPIFormat.URI)
-        body = Schema(type=OpenAPIType.OBJECT, required=["url"], properties={"url": url})
+        choices = {
+            name: Schema(
+                one_of=[
+                    Schema(type=OpenAPIType.STRING, enum=[v for v in values if not v.isdigit()]),
+                    Schema(type=OpenAPIType.INTEGER, enum=[int(v) for v in values if v.isdigit()]),
+                ]
+                if name == "quality"
+                else None,
+                type=None if name == "quality" else OpenAPIType.STRING,
+                enum=None if name == "quality" else list(values),
+                default=tasks.DEFAULT_OPTIONS[name],
+            )
+            for name, values in tasks.OPTION_VALUES.items()
+        }
+        body = Schema(type=OpenAPIType.OBJECT, required=["url"], properties={"url": url, **choices})
         self.request_body = RequestBody(
             required=True, content={"application/json": OpenAPIMediaType(schema=body)}
         )
@@ -238,6 +276,7 @@ async def _submit(
     key = _idempotency_key(request)  # read from the headers so its errors are ours
     body = await read_json_object(request)
     source_url = validated_source_url(body.get("url"), resources.settings.egress)
+    options = validated_options(body)
     settings = resources.settings
     request_hash = (
         hashlib.sha256(json.dumps(body, sort_keys=True).encode()).digest() if key else None
@@ -247,6 +286,7 @@ async def _submit(
         source_url=source_url,
         idempotency_key=key,
         request_hash=request_hash,
+        options=options,
     )
     match submission.outcome:
         case "accepted" | "replayed":
@@ -389,7 +429,9 @@ async def download(
         Params={
             "Bucket": resources.settings.s3_bucket,
             "Key": row["object_key"],
-            "ResponseContentDisposition": f'attachment; filename="{row["id"]}"',
+            "ResponseContentDisposition": naming.content_disposition(
+                tasks.task_message(row).result.filename
+            ),
         },
         ExpiresIn=resources.settings.download_url_ttl_seconds,
     )

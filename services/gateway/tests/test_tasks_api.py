@@ -15,6 +15,7 @@ TASK_FIELDS = {
     "bytes_total",
     "source_url",
     "attempt",
+    "options",
     "error",
     "result",
     "created_at",

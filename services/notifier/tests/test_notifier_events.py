@@ -54,6 +54,7 @@ async def test_first_connect_sends_a_snapshot_of_each_unfinished_task(
     assert snapshots[1].task["progress"] == 40
     assert set(snapshots[1].task) == {
         "id", "status", "progress", "bytes_done", "bytes_total", "source_url", "attempt",
+        "options",
         "error", "result", "created_at", "updated_at",
     }  # fmt: skip
 

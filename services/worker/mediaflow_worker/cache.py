@@ -16,6 +16,7 @@ import structlog
 from yarl import URL
 
 from mediaflow_libs.s3 import copy_object
+from mediaflow_worker.media.pipeline import Described
 from mediaflow_worker.storage import storage_call
 from mediaflow_worker.stream import StreamResult
 
@@ -26,6 +27,7 @@ log = structlog.get_logger(__name__)
 class CachedResult:
     object_key: str
     result: StreamResult
+    described: Described | None = None
 
 
 def source_key(url: str) -> str:
@@ -38,32 +40,46 @@ def source_key(url: str) -> str:
 
 async def lookup(con: asyncpg.Connection, key: str, ttl_seconds: float) -> CachedResult | None:
     row = await con.fetchrow(
-        """SELECT object_key, size, sha256, content_type FROM media.source_cache
+        """SELECT object_key, size, sha256, content_type, filename, media
+           FROM media.source_cache
            WHERE source_key = $1 AND stored_at > now() - make_interval(secs => $2)""",
         key,
         ttl_seconds,
     )
     if row is None:
         return None
+    described = (
+        Described(row["filename"], row["media"] or {}) if row["filename"] is not None else None
+    )
     return CachedResult(
-        row["object_key"], StreamResult(row["size"], row["sha256"], row["content_type"])
+        row["object_key"],
+        StreamResult(row["size"], row["sha256"], row["content_type"]),
+        described,
     )
 
 
 async def remember(
-    con: asyncpg.Connection, key: str, object_key: str, result: StreamResult
+    con: asyncpg.Connection,
+    key: str,
+    object_key: str,
+    result: StreamResult,
+    described: Described | None = None,
 ) -> None:
     await con.execute(
-        """INSERT INTO media.source_cache (source_key, object_key, size, sha256, content_type)
-           VALUES ($1, $2, $3, $4, $5)
+        """INSERT INTO media.source_cache
+               (source_key, object_key, size, sha256, content_type, filename, media)
+           VALUES ($1, $2, $3, $4, $5, $6, $7)
            ON CONFLICT (source_key) DO UPDATE SET object_key = EXCLUDED.object_key,
                size = EXCLUDED.size, sha256 = EXCLUDED.sha256,
-               content_type = EXCLUDED.content_type, stored_at = now()""",
+               content_type = EXCLUDED.content_type, filename = EXCLUDED.filename,
+               media = EXCLUDED.media, stored_at = now()""",
         key,
         object_key,
         result.size,
         result.sha256,
         result.content_type,
+        described.filename if described else None,
+        described.media if described else None,
     )
 
 

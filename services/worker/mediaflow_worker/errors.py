@@ -12,6 +12,7 @@ ErrorCode = Literal[
     "not_media",
     "too_large",
     "blocked_destination",
+    "format_unavailable",
     "storage_error",
     "internal",
 ]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 
@@ -113,19 +113,28 @@ def check_url(url: URL, egress: EgressPolicy) -> None:
 
 @asynccontextmanager
 async def open_source(
-    session: aiohttp.ClientSession, url: str, limits: FetchLimits
+    session: aiohttp.ClientSession,
+    url: str,
+    limits: FetchLimits,
+    *,
+    headers: Mapping[str, str] | None = None,
+    method: str = "GET",
+    data: bytes | None = None,
 ) -> AsyncIterator[Source]:
     """Follow redirects to the media and hand back its size and a chunk iterator; the
-    response is closed when the block ends."""
+    response is closed when the block ends. ``headers``, ``method`` and ``data`` are for
+    the requests of manifests' byte ranges and of extractors (a 303 turns them into GET)."""
     deadline = time.monotonic() + limits.total_timeout
     target = parse_url(url)
     for _hop in range(limits.max_redirects + 1):
         check_url(target, limits.egress)
-        response = await _request(session, target, limits, deadline)
+        response = await _request(session, target, limits, deadline, headers, method, data)
         location = response.headers.get("Location")
         if response.status not in _REDIRECTS or not location:
             break
         response.release()
+        if response.status == 303 or (response.status in (301, 302) and method == "POST"):
+            method, data = "GET", None
         target = parse_url(location, target)
     else:
         raise TaskFailure(
@@ -158,7 +167,13 @@ async def open_source(
 
 
 async def _request(
-    session: aiohttp.ClientSession, url: URL, limits: FetchLimits, deadline: float
+    session: aiohttp.ClientSession,
+    url: URL,
+    limits: FetchLimits,
+    deadline: float,
+    headers: Mapping[str, str] | None = None,
+    method: str = "GET",
+    data: bytes | None = None,
 ) -> aiohttp.ClientResponse:
     timeout = aiohttp.ClientTimeout(
         # aiohttp's total covers reading the body too; it is what is left of the job's budget.
@@ -167,12 +182,14 @@ async def _request(
         sock_read=limits.read_timeout,
     )
     with _mapped_errors():
-        return await session.get(
+        return await session.request(
+            method,
             url,
+            data=data,
             allow_redirects=False,
             timeout=timeout,
             # Media is already compressed; asking for identity keeps Content-Length meaningful.
-            headers={"Accept-Encoding": "identity"},
+            headers={**(headers or {}), "Accept-Encoding": "identity"},
         )
 
 

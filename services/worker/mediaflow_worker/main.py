@@ -29,6 +29,7 @@ from mediaflow_libs.telemetry import configure_tracing
 from mediaflow_libs.web import ReadinessCheck, operator_app, serve_in_loop
 from mediaflow_worker import memory
 from mediaflow_worker.fetch import open_http
+from mediaflow_worker.media.mux import media_tools
 from mediaflow_worker.processor import Resources, handle_delivery, reap_stale_tasks
 from mediaflow_worker.resolve import Resolvers
 from mediaflow_worker.settings import WorkerSettings
@@ -153,7 +154,7 @@ async def run(
         reaper = asyncio.create_task(_reap_forever(resources), name="reaper")
         stack.push_async_callback(_cancel, reaper)
 
-        app = operator_app(readiness_checks(resources), settings)
+        app = operator_app(readiness_checks(resources), settings, {"media_tools": media_tools()})
         await stack.enter_async_context(serve_in_loop(app, settings.host, settings.port))
         # What starting up allocated and dropped goes back to the system before jobs come.
         memory.release_free_memory()

@@ -40,6 +40,9 @@ from mediaflow_worker.backoff import backoff_seconds, delay_queue_ms
 from mediaflow_worker.errors import Retry, TaskFailure
 from mediaflow_worker.fetch import FetchLimits
 from mediaflow_worker.lease import Claimed, Exhausted, Held, Lease, LeaseLost, TaskWithdrawn
+from mediaflow_worker.media.fetcher import Fetcher
+from mediaflow_worker.media.pipeline import Described, MediaConfig, open_task_media
+from mediaflow_worker.media.plan import Options
 from mediaflow_worker.metrics import (
     BYTES_STREAMED,
     CACHE_LOOKUPS,
@@ -51,7 +54,7 @@ from mediaflow_worker.metrics import (
     STAGE_SECONDS,
     TASKS_REAPED,
 )
-from mediaflow_worker.resolve import Resolvers, open_media
+from mediaflow_worker.resolve import Resolvers
 from mediaflow_worker.settings import WorkerSettings
 from mediaflow_worker.stream import StreamResult, stream_to_s3
 
@@ -105,6 +108,21 @@ class Resources:
             total_timeout=s.fetch_total_timeout_seconds,
             min_rate=s.fetch_min_rate_bytes_per_second,
             min_rate_window=s.fetch_min_rate_window_seconds,
+        )
+
+    @property
+    def media_config(self) -> MediaConfig:
+        s = self.settings
+        return MediaConfig(
+            max_pages=s.resolve_max_pages,
+            max_page_bytes=s.resolve_max_page_bytes,
+            manifest_max_bytes=s.manifest_max_bytes,
+            segment_parallelism=s.segment_parallelism,
+            segment_retries=s.segment_retries,
+            segment_max_bytes=s.segment_max_bytes,
+            extractors=s.extractors_enabled,
+            extractor_max_bytes=s.extractor_max_response_bytes,
+            extractor_timeout=s.fetch_total_timeout_seconds,
         )
 
 
@@ -336,12 +354,14 @@ async def process_job(delivery: Delivery, resources: Resources) -> Outcome:
     )
     progress = _Progress(resources, task_id, claimed.token)
     result: StreamResult | None = None
+    described: Described | None = None
     cache_hit = False
     failure: TaskFailure | None = None
     outcome: Outcome | None = None
     try:
-        result, cache_hit = await held.hold_while(
-            _obtain(claimed, key, resources, stages, progress)
+        options = job_options(delivery.job)
+        result, cache_hit, described = await held.hold_while(
+            _obtain(claimed, key, resources, stages, progress, options)
         )
     except TaskWithdrawn:
         outcome = "canceled"  # the upload is aborted; the cancel and its refund are recorded
@@ -357,7 +377,9 @@ async def process_job(delivery: Delivery, resources: Resources) -> Outcome:
         failure = TaskFailure("internal", _INTERNAL_MESSAGE)
     if outcome is None:
         with stages.timed("finalise"):
-            outcome = await _record(delivery, resources, claimed, key, result, cache_hit, failure)
+            outcome = await _record(
+                delivery, resources, claimed, key, result, cache_hit, failure, described
+            )
     log.info(
         "job.finished",
         outcome=outcome,
@@ -371,34 +393,46 @@ async def process_job(delivery: Delivery, resources: Resources) -> Outcome:
     return outcome
 
 
+def job_options(job: Job) -> Options:
+    return Options.from_job(job.quality, job.mode, job.audio_format)
+
+
+def _cache_key(source_url: str, options: Options) -> str:
+    return cache.source_key(source_url) + options.cache_suffix()
+
+
 async def _obtain(
-    claimed: Claimed, key: str, resources: Resources, stages: _Stages, progress: _Progress
-) -> tuple[StreamResult, bool]:
+    claimed: Claimed,
+    key: str,
+    resources: Resources,
+    stages: _Stages,
+    progress: _Progress,
+    options: Options,
+) -> tuple[StreamResult, bool, Described | None]:
     """Bring the media to ``key``: by a copy of a cached result, or from the source.
-    Returns the result and whether it came from the cache."""
+    Returns the result, whether it came from the cache, and what the stored file is."""
     settings = resources.settings
     if claimed.attempt > 1:
         await _discard_earlier_attempts(resources, key)
     if settings.cache_enabled:
         with stages.timed("resolve"):
-            cached = await _cached(resources, cache.source_key(claimed.source_url))
+            cached = await _cached(resources, _cache_key(claimed.source_url, options))
         if cached is not None:
             with stages.timed("transfer"):
                 copied = await _copy_cached(resources, cached, key)
             if copied:
                 CACHE_LOOKUPS.labels("hit").inc()
-                return cached.result, True
+                return cached.result, True, cached.described
         CACHE_LOOKUPS.labels("miss").inc()
     async with AsyncExitStack() as stack:
         with stages.timed("resolve"):
             source = await stack.enter_async_context(
-                open_media(
-                    resources.http,
+                open_task_media(
+                    Fetcher(resources.http, resources.fetch_limits),
                     claimed.source_url,
-                    resources.fetch_limits,
+                    options,
                     resources.resolvers,
-                    max_pages=settings.resolve_max_pages,
-                    max_page_bytes=settings.resolve_max_page_bytes,
+                    resources.media_config,
                 )
             )
         progress.total = source.size
@@ -416,7 +450,8 @@ async def _obtain(
                 copy_threshold=settings.s3_copy_threshold_bytes,
                 copy_part_bytes=settings.copy_part_bytes,
             )
-    return result, False
+        described = await source.describe(result.content_type)
+    return result, False, described
 
 
 async def _cached(resources: Resources, source_key: str) -> cache.CachedResult | None:
@@ -495,12 +530,15 @@ async def _record(
     result: StreamResult | None,
     cache_hit: bool,
     failure: TaskFailure | None,
+    described: Described | None = None,
 ) -> Outcome:
     """Record the outcome, trying again through a short database outage."""
     for pause in (*_RECORD_PAUSES, None):
         try:
             if result is not None:
-                return await _succeed(delivery, resources, claimed, key, result, cache_hit)
+                return await _succeed(
+                    delivery, resources, claimed, key, result, cache_hit, described
+                )
             assert failure is not None
             return await _fail_or_retry(delivery, resources, claimed, failure)
         except _DB_ERRORS as exc:
@@ -518,6 +556,7 @@ async def _succeed(
     key: str,
     result: StreamResult,
     cache_hit: bool,
+    described: Described | None,
 ) -> Outcome:
     task_id = delivery.job.task_id
     outcome: Outcome = "succeeded"
@@ -542,9 +581,12 @@ async def _succeed(
             result_size=result.size,
             result_sha256=result.sha256,
             result_content_type=result.content_type,
+            result_filename=described.filename if described else None,
+            result_media=described.media if described else None,
         ):
             if resources.settings.cache_enabled and not cache_hit:
-                await cache.remember(con, cache.source_key(claimed.source_url), key, result)
+                cache_key = _cache_key(claimed.source_url, job_options(delivery.job))
+                await cache.remember(con, cache_key, key, result, described)
         else:
             outcome = "canceled"  # while the last bytes went up; the refund is recorded
         await lease.release(con, task_id, claimed.token)
@@ -658,7 +700,7 @@ async def reap_stale_tasks(resources: Resources) -> int:
     topology = resources.topology
     async with resources.pool.acquire() as con, con.transaction():
         rows = await con.fetch(
-            """SELECT id, user_id, source_url, attempt FROM media.tasks
+            """SELECT id, user_id, source_url, attempt, options FROM media.tasks
                WHERE status = 'running'
                  AND coalesce(lease_expires_at, updated_at)
                      < now() - make_interval(secs => $1)
@@ -671,7 +713,10 @@ async def reap_stale_tasks(resources: Resources) -> int:
         # two reapers running at once cannot each hold a lock the other waits for.
         for row in sorted(rows, key=lambda row: row["user_id"]):
             job = Job(
-                task_id=str(row["id"]), user_id=str(row["user_id"]), source_url=row["source_url"]
+                task_id=str(row["id"]),
+                user_id=str(row["user_id"]),
+                source_url=row["source_url"],
+                **tasks.job_options(row["options"]),
             )
             delivery = Delivery(job, job.SerializeToString(), {})
             if row["attempt"] >= settings.retry_max_attempts:

@@ -139,6 +139,39 @@ class WorkerSettings(ServiceSettings, S3Settings, EgressSettings):
     resolve_max_page_bytes: int = Field(
         2 * MIB, ge=1024, description="How much of an HTML page is read to find its media"
     )
+    manifest_max_bytes: int = Field(
+        8 * MIB, ge=1024, description="Largest HLS playlist or DASH manifest read"
+    )
+    segment_parallelism: int = Field(
+        4,
+        ge=1,
+        le=32,
+        description=(
+            "Segments of an HLS or DASH stream fetched at once, handed on in order (memory: "
+            "this many segments per stream)"
+        ),
+    )
+    segment_retries: int = Field(
+        3,
+        ge=0,
+        description=(
+            "Tries again of a segment that fails transiently before its task fails (a "
+            "segment is never skipped)"
+        ),
+    )
+    segment_max_bytes: int = Field(
+        64 * MIB, ge=1024, description="Largest single segment (or byte range) accepted"
+    )
+    extractors_enabled: bool = Field(
+        True,
+        description=(
+            "Ask yt-dlp's extractors about platform pages and pages naming no media (all "
+            "their requests go through the egress checks)"
+        ),
+    )
+    extractor_max_response_bytes: int = Field(
+        16 * MIB, ge=1024, description="Largest response an extractor may read (page, API)"
+    )
     cache_enabled: bool = Field(
         True,
         description=(

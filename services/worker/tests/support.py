@@ -157,30 +157,34 @@ async def create_task(
     topology: Topology,
     url: str,
     user_id: str | None = None,
+    options: dict[str, str] | None = None,
 ) -> Submitted:
     """What the gateway does on POST /v1/tasks, then the job as its relay would publish it."""
     user_id, task_id = user_id or str(uuid.uuid4()), str(uuid.uuid4())
     async with pool.acquire() as con, con.transaction():
         await credits.ensure_account(con, user_id, SIGNUP_CREDITS)
         row = await con.fetchrow(
-            """INSERT INTO media.tasks (id, user_id, source_url, cost)
-               VALUES ($1, $2, $3, $4) RETURNING *""",
+            """INSERT INTO media.tasks (id, user_id, source_url, cost, options)
+               VALUES ($1, $2, $3, $4, $5) RETURNING *""",
             task_id,
             user_id,
             url,
             TASK_COST,
+            tasks.stored_options(options),
         )
         assert await credits.charge(con, user_id, task_id, TASK_COST)
         await tasks.record_event(con, topology, row)
-    job = Job(task_id=task_id, user_id=user_id, source_url=url)
+    job = Job(task_id=task_id, user_id=user_id, source_url=url, **tasks.job_options(options))
     await publish(channel, topology, job)
     return Submitted(user_id, task_id, url, job)
 
 
 @pytest.fixture
 def submit(worker: Worker, db_pool: asyncpg.Pool, channel: AbstractChannel) -> Submit:
-    async def create(url: str, user_id: str | None = None) -> Submitted:
-        return await create_task(db_pool, channel, worker.topology, url, user_id)
+    async def create(
+        url: str, user_id: str | None = None, options: dict[str, str] | None = None
+    ) -> Submitted:
+        return await create_task(db_pool, channel, worker.topology, url, user_id, options)
 
     return create
 

@@ -8,6 +8,7 @@ import httpx
 
 from devstack import stack
 from mediaflow_libs.web import operator_app, serve_in_loop
+from mediaflow_worker.media.mux import media_tools
 from mediaflow_worker.settings import WorkerSettings
 
 
@@ -24,7 +25,11 @@ async def test_probes_answer_and_everything_else_is_a_problem_document() -> None
 
     port = stack.free_port()
     async with (
-        serve_in_loop(operator_app([database], settings()), "127.0.0.1", port),
+        serve_in_loop(
+            operator_app([database], settings(), {"media_tools": media_tools()}),
+            "127.0.0.1",
+            port,
+        ),
         httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client,
     ):
         assert (await client.get("/healthz")).json() == {"status": "ok"}
@@ -33,7 +38,14 @@ async def test_probes_answer_and_everything_else_is_a_problem_document() -> None
         assert metrics.headers["content-type"].startswith("text/plain")
         assert "worker_jobs_in_flight" in metrics.text
         facts = (await client.get("/diagnostics")).json()
-        assert set(facts) == {"public_url", "service_secret_fingerprint", "amqp_namespace", "time"}
+        assert set(facts) == {
+            "public_url",
+            "service_secret_fingerprint",
+            "amqp_namespace",
+            "media_tools",
+            "time",
+        }
+        assert set(facts["media_tools"]) == {"ffmpeg", "ffprobe", "yt_dlp"}
 
         healthy = False
         not_ready = await client.get("/readyz")

@@ -92,11 +92,14 @@ async def test_a_task_is_streamed_to_storage_and_succeeds(
     progress = [e["task"]["progress"] for e in history[2:]]
     assert progress == sorted(progress)
     assert any(e["task"]["bytes_total"] == len(media) for e in history[1:-1])
-    assert history[-1]["task"]["result"] == {
+    result = history[-1]["task"]["result"]
+    assert {k: result[k] for k in ("size", "sha256", "content_type")} == {
         "size": len(media),
         "sha256": source_sha256,
         "content_type": "video/mp4",
     }
+    # No title: named after the URL's last path segment, with the type's extension.
+    assert result["filename"] == task.url.rsplit("/", 1)[1] + ".mp4"
     assert await ledger(db_pool, task.task_id) == [("charge", -TASK_COST)]
 
     # The relay running inside the worker published the events, ending with success.
