@@ -21,11 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import helm_python
+import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
 from kubernetes_validate.utils import SchemaNotFoundError
 
+from deploy.tests import crds
 from deploy.tests.monitoring import (
     EXTERNAL_METRICS,
     dashboard_exprs,
@@ -43,7 +45,8 @@ KUBE_VERSION = "1.31"
 # The chart's floor (Chart.yaml kubeVersion), the version checked throughout, and the newest.
 KUBE_VERSIONS = ("1.27", KUBE_VERSION, "1.37")
 COMPONENTS = ("auth", "gateway", "notifier", "worker")
-# Custom resources the chart may render; kubernetes-validate has no schema for them.
+# Custom resources the chart may render; kubernetes-validate has no schema for them, so
+# they are validated against their CRDs' schemas (deploy/tests/crds/).
 CUSTOM_KINDS = {
     "ServiceMonitor",
     "PrometheusRule",
@@ -146,6 +149,7 @@ def test_every_object_validates_against_kubernetes(
         if doc["kind"] in CUSTOM_KINDS:
             with pytest.raises(SchemaNotFoundError):
                 kubernetes_validate.validate(doc, version, strict=True)
+            crds.validate(doc)  # against its CRD's own schema instead
             continue
         kubernetes_validate.validate(doc, version, strict=True)
         validated += 1
@@ -162,6 +166,45 @@ def test_validation_catches_a_broken_object(rendered: dict[str, list[dict[str, A
     deployment["spec"]["replicas"] = "two"
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(deployment, KUBE_VERSION, strict=True)
+
+
+def test_every_custom_kind_has_a_vendored_crd_schema() -> None:
+    assert crds.kinds() == CUSTOM_KINDS
+
+
+def _custom_resources(rendered: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    return {d["kind"]: d for docs in rendered.values() for d in docs if d["kind"] in CUSTOM_KINDS}
+
+
+# One deliberate mistake per kind: a misspelled field (which the API server's strict field
+# validation rejects), a wrong type or a value outside the schema's enum.
+BROKEN = {
+    "ServiceMonitor": lambda d: d["spec"]["endpoints"][0].update(intervall="30s"),
+    "PrometheusRule": lambda d: d["spec"]["groups"][0]["rules"][0].update(expr=["up"]),
+    "ScaledObject": lambda d: d["spec"].update(minReplicaCount="zero"),
+    "TriggerAuthentication": lambda d: d["spec"]["secretTargetRef"][0].pop("key"),
+    "HTTPRoute": lambda d: d["spec"]["rules"][0]["matches"][0]["path"].update(type="Glob"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(CUSTOM_KINDS))
+def test_crd_validation_rejects_a_broken_object(
+    rendered: dict[str, list[dict[str, Any]]], kind: str
+) -> None:
+    doc = copy.deepcopy(_custom_resources(rendered)[kind])
+    crds.validate(doc)
+    BROKEN[kind](doc)
+    with pytest.raises(jsonschema.ValidationError):
+        crds.validate(doc)
+
+
+def test_crd_validation_rejects_an_unknown_field_anywhere(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    route = copy.deepcopy(_custom_resources(rendered)["HTTPRoute"])
+    route["spec"]["rules"][1]["timeouts"]["requests"] = "1s"
+    with pytest.raises(jsonschema.ValidationError, match="requests"):
+        crds.validate(route)
 
 
 @pytest.mark.parametrize(
