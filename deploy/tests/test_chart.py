@@ -80,9 +80,24 @@ def chart() -> Iterator[helm_python.Chart]:
 
 
 def values_set(name: str) -> dict[str, Any]:
-    if name == "default":
-        return {}
+    """A values set of ci/; "default" is the chart's defaults plus the credentials it requires."""
     return yaml.safe_load((VALUES_SETS / f"{name}-values.yaml").read_text()) or {}
+
+
+def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """`override` deep-merged over a copy of `base`, as Helm merges values files."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def installable(values: dict[str, Any]) -> dict[str, Any]:
+    """`values` over the "default" set, which holds the credentials the chart requires."""
+    return merge(values_set("default"), values)
 
 
 def render_raw(chart: helm_python.Chart, values: dict[str, Any]) -> dict[str, str]:
@@ -128,10 +143,19 @@ def rendered(chart: helm_python.Chart) -> dict[str, list[dict[str, Any]]]:
 # ---- lint and schemas --------------------------------------------------------------------------
 
 
-def test_chart_lints_strictly() -> None:
-    report = helm_python.lint(str(CHART), strict=True)
+@pytest.mark.parametrize("name", ALL_SETS)
+def test_chart_lints_strictly(name: str) -> None:
+    report = helm_python.lint(str(CHART), values_set(name), strict=True, namespace=NAMESPACE)
     assert report["errors"] == []
     # severity 2 = warning, 3 = error; 1 (info) is only "icon is recommended"
+    assert [m for m in report["messages"] if m["severity"] >= 2] == []
+
+
+def test_lint_of_the_bare_defaults_is_clean() -> None:
+    """Helm's lint mode logs `fail` instead of stopping, so the bare defaults lint clean too;
+    rendering them fails (test_a_missing_credential_fails_the_render_naming_it)."""
+    report = helm_python.lint(str(CHART), strict=True)
+    assert report["errors"] == []
     assert [m for m in report["messages"] if m["severity"] >= 2] == []
 
 
@@ -232,7 +256,7 @@ def test_kube_version_floor_is_validated() -> None:
 
 def test_every_ci_values_set_is_tested() -> None:
     on_disk = {path.name.removesuffix("-values.yaml") for path in VALUES_SETS.glob("*-values.yaml")}
-    assert on_disk == set(ALL_SETS) - {"default"}
+    assert on_disk == set(ALL_SETS)
 
 
 # ---- workloads ---------------------------------------------------------------------------------
@@ -528,7 +552,7 @@ def test_ingress_host_and_tls(
     assert main["spec"]["tls"] == [{"secretName": "mediaflow-tls", "hosts": ["media.example.org"]}]
     assert main["metadata"]["annotations"]["cert-manager.io/cluster-issuer"] == "letsencrypt"
     # an IP in PUBLIC_URL cannot be an Ingress host: the rules then match any host
-    local = render(chart, {"config": {"publicUrl": "http://127.0.0.1:8080"}})
+    local = render(chart, installable({"config": {"publicUrl": "http://127.0.0.1:8080"}}))
     for ingress in of_kind(local, "Ingress"):
         assert "host" not in ingress["spec"]["rules"][0]
 
@@ -588,7 +612,7 @@ def test_httproute_routes_api_md(rendered: dict[str, list[dict[str, Any]]]) -> N
 def test_keda_and_worker_hpa_are_mutually_exclusive(chart: helm_python.Chart) -> None:
     both = {"worker": {"keda": {"enabled": True}, "autoscaling": {"enabled": True}}}
     with pytest.raises(helm_python.HelmRenderError, match="mutually exclusive"):
-        render_raw(chart, both)
+        render_raw(chart, installable(both))
 
 
 def test_keda_scales_the_worker_on_the_jobs_queue(
@@ -687,7 +711,7 @@ def test_a_component_database_url_lands_in_the_generated_secret(
 ) -> None:
     docs = rendered["everything"]
     secret = one(docs, "Secret", RELEASE)["stringData"]
-    assert secret["auth-database-url"] == "postgresql://mediaflow_auth@postgresql:5432/mediaflow"
+    assert secret["auth-database-url"].startswith("postgresql://mediaflow_auth:")
     refs = {owner: key for owner, _, key in _secret_refs(docs) if key.endswith("database-url")}
     assert refs[f"{RELEASE}-auth"] == "auth-database-url"
     assert refs[f"{RELEASE}-gateway"] == "database-url"
@@ -714,7 +738,7 @@ def test_component_database_url_without_its_value_fails(
     chart: helm_python.Chart, values: dict[str, Any], message: str
 ) -> None:
     with pytest.raises(helm_python.HelmRenderError, match=message):
-        render_raw(chart, values)
+        render_raw(chart, installable(values))
 
 
 def test_component_database_url_key_from_an_existing_secret(chart: helm_python.Chart) -> None:
@@ -739,6 +763,127 @@ def test_existing_secret_replaces_the_generated_one(
     keda = render_everything_with_existing_secret()
     auth = one(keda, "TriggerAuthentication", f"{RELEASE}-worker")
     assert auth["spec"]["secretTargetRef"][0]["name"] == "mediaflow-credentials"
+
+
+_SERVICE_SECRET_MISSING = r"secrets\.serviceSecret \(SERVICE_SECRET\) is required"
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({}, _SERVICE_SECRET_MISSING),
+        ({"secrets": {"serviceSecret": ""}}, _SERVICE_SECRET_MISSING),
+        (
+            {"secrets": {"databaseUrl": "postgresql://mediaflow@postgresql:5432/mediaflow"}},
+            r"secrets\.databaseUrl \(DATABASE_URL\) has no password",
+        ),
+        (
+            {"secrets": {"databaseUrl": "postgresql://mediaflow:@postgresql:5432/mediaflow"}},
+            r"secrets\.databaseUrl \(DATABASE_URL\) has no password",
+        ),
+        (
+            {"secrets": {"migrationsDatabaseUrl": "postgresql://owner@postgresql/mediaflow"}},
+            r"secrets\.migrationsDatabaseUrl \(the migrations DATABASE_URL\) has no password",
+        ),
+        (
+            {
+                "auth": {"databaseUrlSecretKey": "auth-database-url"},
+                "secrets": {"databaseUrls": {"auth": "postgresql://auth@postgresql/mediaflow"}},
+            },
+            r"secrets\.databaseUrls\.auth \(auth's DATABASE_URL\) has no password",
+        ),
+        (
+            {"secrets": {"amqpUrl": "amqp://rabbitmq:5672/"}},
+            r"secrets\.amqpUrl \(AMQP_URL\) has no password",
+        ),
+        (
+            {"secrets": {"amqpUrl": "amqp://mediaflow@rabbitmq:5672/"}},
+            r"secrets\.amqpUrl \(AMQP_URL\) has no password",
+        ),
+        (
+            {"secrets": {"s3AccessKeyId": ""}},
+            r"secrets\.s3AccessKeyId is required \(S3_ACCESS_KEY_ID\)",
+        ),
+        (
+            {"secrets": {"s3SecretAccessKey": ""}},
+            r"secrets\.s3SecretAccessKey is required \(S3_SECRET_ACCESS_KEY\)",
+        ),
+    ],
+)
+def test_a_missing_credential_fails_the_render_naming_it(
+    chart: helm_python.Chart, values: dict[str, Any], message: str
+) -> None:
+    """No install "succeeds" with pods that cannot reach their dependencies."""
+    start = values_set("default") if values else {}
+    with pytest.raises(helm_python.HelmRenderError, match=message):
+        render_raw(chart, merge(start, values))
+
+
+def test_credentials_that_are_present_pass(chart: helm_python.Chart) -> None:
+    # libpq's password= parameter counts; a cloud role stands in for the S3 keys
+    values = {
+        "secrets": {
+            "databaseUrl": "postgresql://mediaflow@postgresql/mediaflow?password=pw",
+            "s3AccessKeyId": "",
+            "s3SecretAccessKey": "",
+        },
+        "config": {"s3": {"useRole": True}},
+    }
+    assert render(chart, installable(values))
+    # a Secret of the operator's own is not the chart's to check
+    assert render(chart, {"secrets": {"existingSecret": "mediaflow-credentials"}})
+
+
+def _secret_and_checksums(
+    chart: helm_python.Chart, values: dict[str, Any]
+) -> tuple[dict[str, Any], set[str], set[str]]:
+    docs = render(chart, values)
+    annotations = [
+        d["spec"]["template"]["metadata"]["annotations"] for d in of_kind(docs, "Deployment")
+    ]
+    assert len(annotations) == len(COMPONENTS)
+    return (
+        one(docs, "Secret", RELEASE),
+        {a["checksum/secret"] for a in annotations},
+        {a["checksum/config"] for a in annotations},
+    )
+
+
+def test_two_renders_give_the_same_secret(chart: helm_python.Chart) -> None:
+    """What `helm template` (Argo CD, Flux) renders is stable: nothing random, no lookup."""
+    values = values_set("everything")
+    first = render(chart, values)
+    second = render(chart, values)
+    assert of_kind(first, "Secret") == of_kind(second, "Secret")
+    assert [d for d in first if d["kind"] == "Deployment"] == [
+        d for d in second if d["kind"] == "Deployment"
+    ]
+    for template in (CHART / "templates").rglob("*"):
+        if template.is_file():
+            generators = re.findall(
+                r"\b(lookup|rand[A-Z]\w*|uuidv4|genPrivateKey|genCA)\b", template.read_text()
+            )
+            assert generators == [], template.name
+
+
+def test_checksum_annotations_follow_the_secret_and_the_config(chart: helm_python.Chart) -> None:
+    base = values_set("default")
+    secret, secret_sums, config_sums = _secret_and_checksums(chart, base)
+    assert len(secret_sums) == 1
+    assert len(config_sums) == 1
+    rotated = merge(base, {"secrets": {"serviceSecret": "rotated-service-secret-0123456789abcdef"}})
+    secret2, secret_sums2, config_sums2 = _secret_and_checksums(chart, rotated)
+    assert secret2 != secret
+    assert secret_sums2.isdisjoint(secret_sums)  # every pod restarts
+    assert config_sums2 == config_sums
+    relogged = merge(base, {"config": {"logLevel": "debug"}})
+    _, secret_sums3, config_sums3 = _secret_and_checksums(chart, relogged)
+    assert secret_sums3 == secret_sums
+    assert config_sums3.isdisjoint(config_sums)
+    # with a Secret of the operator's, the chart cannot see its contents: no checksum
+    existing = render(chart, {"secrets": {"existingSecret": "mediaflow-credentials"}})
+    for deployment in of_kind(existing, "Deployment"):
+        assert "checksum/secret" not in deployment["spec"]["template"]["metadata"]["annotations"]
 
 
 def render_everything_with_existing_secret() -> list[dict[str, Any]]:
@@ -780,7 +925,7 @@ def test_migrations_job_is_a_pre_install_and_pre_upgrade_hook(
     assert ref == {"name": "mediaflow-credentials", "key": "database-url"}
     # a separate migrations DSN (a role with DDL rights) when configured
     everything = one(rendered["everything"], "Secret", f"{RELEASE}-migrations")
-    assert everything["stringData"]["database-url"].startswith("postgresql://mediaflow_owner@")
+    assert everything["stringData"]["database-url"].startswith("postgresql://mediaflow_owner:")
 
 
 def test_helm_test_checks_the_gateway_readyz(rendered: dict[str, list[dict[str, Any]]]) -> None:
@@ -891,7 +1036,7 @@ def test_worker_policy_refuses_an_unpinned_dependency(
     with pytest.raises(helm_python.HelmRenderError, match=unpinned):
         render_raw(chart, values)
     with pytest.raises(helm_python.HelmRenderError, match="worker's NetworkPolicy"):
-        render_raw(chart, {"networkPolicy": {"enabled": True}})
+        render_raw(chart, installable({"networkPolicy": {"enabled": True}}))
 
 
 def _readme_production_values() -> dict[str, Any]:
@@ -1027,7 +1172,7 @@ def test_alerts_with_promtool(chart: helm_python.Chart, tmp_path: Path) -> None:
     """`promtool check rules` and the unit tests in alerts_test.yaml. promtool comes with
     Debian's `prometheus` package; where it is missing, every expression and template is
     still checked by a PromQL parser, and every alert must have a unit test waiting."""
-    docs = render(chart, {"prometheusRule": {"enabled": True}})
+    docs = render(chart, installable({"prometheusRule": {"enabled": True}}))
     spec = _rules(docs)["spec"]
     (tmp_path / "rules.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     shutil.copy(Path(__file__).with_name("alerts_test.yaml"), tmp_path / "alerts_test.yaml")
@@ -1205,7 +1350,7 @@ def test_skaffold_builds_the_image_the_chart_deploys(chart: helm_python.Chart) -
         injected = {
             "image": {"repository": "registry.local/mediaflow", "tag": "abc123@sha256:" + "0" * 64}
         }
-        docs = render(chart, injected)
+        docs = render(chart, installable(injected))
         images = {c["image"] for _, spec in pod_specs(docs) for c in spec["containers"]}
         assert images == {"registry.local/mediaflow:abc123@sha256:" + "0" * 64}
 

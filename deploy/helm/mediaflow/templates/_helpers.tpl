@@ -125,14 +125,63 @@ address or localhost, which Ingress rules cannot carry.
 {{- if and .Values.worker.keda.enabled .Values.worker.autoscaling.enabled }}
 {{- fail "mediaflow: worker.keda.enabled and worker.autoscaling.enabled are mutually exclusive: KEDA creates its own HorizontalPodAutoscaler for the worker. Turn one of them off." }}
 {{- end }}
-{{- if and (not .Values.secrets.existingSecret) .Values.secrets.serviceSecret (lt (len .Values.secrets.serviceSecret) 32) }}
-{{- fail "mediaflow: secrets.serviceSecret must be at least 32 characters (SERVICE_SECRET)." }}
+{{- if not .Values.secrets.existingSecret }}
+{{- include "mediaflow.validateCredentials" . }}
 {{- end }}
 {{- if and .Values.ingress.enabled .Values.ingress.tls.enabled (not .Values.ingress.tls.secretName) }}
 {{- fail "mediaflow: ingress.tls.enabled needs ingress.tls.secretName." }}
 {{- end }}
 {{- if not .Values.secrets.existingSecret }}
 {{- $_ := include "mediaflow.componentDatabaseUrls" . }}
+{{- end }}
+{{- end }}
+
+{{/*
+The chart-made Secret must hold working credentials: an install without them would start
+pods that cannot reach their dependencies and a migrations hook that hangs to its deadline.
+Nothing is generated, so every render of the same values gives the same Secret.
+*/}}
+{{- define "mediaflow.validateCredentials" -}}
+{{- $s := .Values.secrets }}
+{{- $hint := "or name a Secret you manage in secrets.existingSecret (see the chart README)" }}
+{{- if not $s.serviceSecret }}
+{{- fail (printf "mediaflow: secrets.serviceSecret (SERVICE_SECRET) is required: set it to at least 32 random characters (e.g. `openssl rand -hex 32`), the same for every release upgrade, %s." $hint) }}
+{{- end }}
+{{- if lt (len $s.serviceSecret) 32 }}
+{{- fail "mediaflow: secrets.serviceSecret must be at least 32 characters (SERVICE_SECRET)." }}
+{{- end }}
+{{- include "mediaflow.requirePassword" (dict "url" $s.databaseUrl "value" "secrets.databaseUrl" "what" "DATABASE_URL" "hint" $hint) }}
+{{- with $s.migrationsDatabaseUrl }}
+{{- include "mediaflow.requirePassword" (dict "url" . "value" "secrets.migrationsDatabaseUrl" "what" "the migrations DATABASE_URL" "hint" $hint) }}
+{{- end }}
+{{- range $c, $dsn := $s.databaseUrls }}
+{{- with $dsn }}
+{{- include "mediaflow.requirePassword" (dict "url" . "value" (printf "secrets.databaseUrls.%s" $c) "what" (printf "%s's DATABASE_URL" $c) "hint" $hint) }}
+{{- end }}
+{{- end }}
+{{- include "mediaflow.requirePassword" (dict "url" $s.amqpUrl "value" "secrets.amqpUrl" "what" "AMQP_URL" "hint" $hint) }}
+{{- if not .Values.config.s3.useRole }}
+{{- range $key := list "s3AccessKeyId" "s3SecretAccessKey" }}
+{{- if not (index $s $key) }}
+{{- fail (printf "mediaflow: secrets.%s is required (%s): the gateway and the workers cannot reach S3 without it. Set it, set config.s3.useRole=true when the pods' ServiceAccount carries a cloud role that grants S3 access, %s." $key (ternary "S3_ACCESS_KEY_ID" "S3_SECRET_ACCESS_KEY" (eq $key "s3AccessKeyId")) $hint) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Fail unless a URL carries a user and a password (userinfo `user:password`, or a
+`password=` query parameter as libpq accepts): (dict "url" ... "value" ... "what" ... "hint" ...).
+*/}}
+{{- define "mediaflow.requirePassword" -}}
+{{- $u := urlParse .url }}
+{{- $userinfo := default "" $u.userinfo }}
+{{- $password := "" }}
+{{- if contains ":" $userinfo }}
+{{- $password = (splitn ":" 2 $userinfo)._1 }}
+{{- end }}
+{{- if not (or $password (regexMatch "(^|&)password=." (default "" $u.query))) }}
+{{- fail (printf "mediaflow: %s (%s) has no password: give it as scheme://user:password@host/... (percent-encode special characters), %s." .value .what .hint) }}
 {{- end }}
 {{- end }}
 
