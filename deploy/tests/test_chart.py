@@ -625,15 +625,17 @@ def test_keda_scales_the_worker_on_the_jobs_queue(
     (trigger,) = scaled["spec"]["triggers"]
     assert trigger["type"] == "rabbitmq"
     assert trigger["metadata"] == {
-        "protocol": "amqp",
+        "protocol": "http",
         "queueName": "media.jobs",
         "mode": "QueueLength",
         "value": "5",
     }
     auth = one(docs, "TriggerAuthentication", trigger["authenticationRef"]["name"])
     assert auth["spec"]["secretTargetRef"] == [
-        {"parameter": "host", "name": RELEASE, "key": "amqp-url"}
+        {"parameter": "host", "name": RELEASE, "key": "amqp-management-url"}
     ]
+    secret = one(docs, "Secret", RELEASE)["stringData"]
+    assert secret["amqp-management-url"].startswith("http://mediaflow:")
     worker = one(docs, "Deployment", f"{RELEASE}-worker")
     assert "replicas" not in worker["spec"]  # KEDA owns it
     assert [
@@ -641,6 +643,59 @@ def test_keda_scales_the_worker_on_the_jobs_queue(
         for h in of_kind(docs, "HorizontalPodAutoscaler")
         if h["metadata"]["name"].endswith("worker")
     ] == []
+
+
+def test_keda_counts_jobs_in_flight(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    """KEDA's rabbitmq scaler counts ready *and* unacknowledged messages only over the
+    management API (protocol http, excludeUnacknowledged unset); over AMQP it sees ready
+    ones alone, and a worker running the queue's last job could be scaled to zero."""
+    for name in ("keda", "everything"):
+        scaled = one(rendered[name], "ScaledObject", f"{RELEASE}-worker")
+        (trigger,) = scaled["spec"]["triggers"]
+        assert trigger["metadata"]["protocol"] == "http"
+        assert trigger["metadata"]["mode"] == "QueueLength"
+        assert trigger["metadata"].get("excludeUnacknowledged", "false") == "false"
+        assert "useRegex" not in trigger["metadata"]  # one queue: media.jobs
+        auth = one(rendered[name], "TriggerAuthentication", trigger["authenticationRef"]["name"])
+        (ref,) = auth["spec"]["secretTargetRef"]
+        assert ref["key"] == "amqp-management-url"
+
+
+def test_keda_needs_the_management_api_url(chart: helm_python.Chart) -> None:
+    values = installable({"worker": {"keda": {"enabled": True}}})
+    missing = r"secrets\.amqpManagementUrl is required"
+    with pytest.raises(helm_python.HelmRenderError, match=missing):
+        render_raw(chart, values)
+    values["secrets"]["amqpManagementUrl"] = "http://rabbitmq:15672/%2F"
+    with pytest.raises(helm_python.HelmRenderError, match=r"amqpManagementUrl .* has no password"):
+        render_raw(chart, values)
+
+
+def test_scale_down_never_ends_a_running_job_before_its_grace(
+    rendered: dict[str, list[dict[str, Any]]], chart: helm_python.Chart
+) -> None:
+    from mediaflow_worker.settings import WorkerSettings
+
+    longest_fetch = WorkerSettings.model_fields["fetch_total_timeout_seconds"].default
+    for name in ("keda", "everything", "default"):
+        worker = one(rendered[name], "Deployment", f"{RELEASE}-worker")
+        spec = worker["spec"]["template"]["spec"]
+        env = {e["name"]: e.get("value") for e in spec["containers"][0]["env"]}
+        grace = float(env["SHUTDOWN_GRACE_SECONDS"])
+        # a draining worker lets its jobs run past the longest download, and Kubernetes
+        # waits for it to finish draining
+        assert grace > longest_fetch
+        assert spec["terminationGracePeriodSeconds"] > grace
+    scaled = one(rendered["keda"], "ScaledObject", f"{RELEASE}-worker")
+    scale_down = scaled["spec"]["advanced"]["horizontalPodAutoscalerConfig"]["behavior"][
+        "scaleDown"
+    ]
+    assert scale_down["stabilizationWindowSeconds"] >= 300
+    assert scale_down["policies"] == [{"type": "Pods", "value": 1, "periodSeconds": 120}]
+    assert scaled["spec"]["cooldownPeriod"] >= 60
+    short = installable({"worker": {"terminationGracePeriodSeconds": 60}})
+    with pytest.raises(helm_python.HelmRenderError, match=r"must exceed worker\.shutdownGrace"):
+        render_raw(chart, short)
 
 
 def test_hpas_for_gateway_and_notifier(rendered: dict[str, list[dict[str, Any]]]) -> None:

@@ -128,6 +128,9 @@ address or localhost, which Ingress rules cannot carry.
 {{- if not .Values.secrets.existingSecret }}
 {{- include "mediaflow.validateCredentials" . }}
 {{- end }}
+{{- if le (float64 .Values.worker.terminationGracePeriodSeconds) (float64 .Values.worker.shutdownGraceSeconds) }}
+{{- fail (printf "mediaflow: worker.terminationGracePeriodSeconds (%v) must exceed worker.shutdownGraceSeconds (%v): Kubernetes would kill a draining worker before its in-flight jobs finish." .Values.worker.terminationGracePeriodSeconds .Values.worker.shutdownGraceSeconds) }}
+{{- end }}
 {{- if and .Values.ingress.enabled .Values.ingress.tls.enabled (not .Values.ingress.tls.secretName) }}
 {{- fail "mediaflow: ingress.tls.enabled needs ingress.tls.secretName." }}
 {{- end }}
@@ -160,6 +163,12 @@ Nothing is generated, so every render of the same values gives the same Secret.
 {{- end }}
 {{- end }}
 {{- include "mediaflow.requirePassword" (dict "url" $s.amqpUrl "value" "secrets.amqpUrl" "what" "AMQP_URL" "hint" $hint) }}
+{{- if .Values.worker.keda.enabled }}
+{{- if not $s.amqpManagementUrl }}
+{{- fail (printf "mediaflow: secrets.amqpManagementUrl is required with worker.keda.enabled: KEDA counts the jobs queue's ready and in-flight messages through RabbitMQ's management API (e.g. http://mediaflow:PASSWORD@rabbitmq:15672/%%2F), %s." $hint) }}
+{{- end }}
+{{- include "mediaflow.requirePassword" (dict "url" $s.amqpManagementUrl "value" "secrets.amqpManagementUrl" "what" "RabbitMQ's management API URL for KEDA" "hint" $hint) }}
+{{- end }}
 {{- if not .Values.config.s3.useRole }}
 {{- range $key := list "s3AccessKeyId" "s3SecretAccessKey" }}
 {{- if not (index $s $key) }}
@@ -260,6 +269,10 @@ Secret, only those the component reads (see each service's settings class).
 {{- range $name, $value := $root.Values.config.extraEnv }}
 - name: {{ $name }}
   value: {{ $value | toString | quote }}
+{{- end }}
+{{- if eq $c "worker" }}
+- name: SHUTDOWN_GRACE_SECONDS
+  value: {{ $values.shutdownGraceSeconds | quote }}
 {{- end }}
 {{- range $name, $value := $values.env }}
 - name: {{ $name }}
