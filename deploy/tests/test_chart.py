@@ -132,7 +132,7 @@ def pod_specs(docs: list[dict[str, Any]]) -> Iterator[tuple[dict[str, Any], dict
             yield doc, doc["spec"]
 
 
-ALL_SETS = ["default", "everything", "keda", "gateway-api", "minimal", "existing-secret"]
+ALL_SETS = ["default", "everything", "keda", "gateway-api", "ingress", "minimal", "existing-secret"]
 
 
 @pytest.fixture(scope="module")
@@ -511,11 +511,11 @@ def route_ingress(docs: list[dict[str, Any]], path: str) -> str:
 def test_ingress_routes_api_md(
     rendered: dict[str, list[dict[str, Any]]], path: str, component: str
 ) -> None:
-    assert route_ingress(rendered["default"], path) == f"{RELEASE}-{component}"
+    assert route_ingress(rendered["ingress"], path) == f"{RELEASE}-{component}"
 
 
 def test_internal_and_health_paths_reach_no_pod(rendered: dict[str, list[dict[str, Any]]]) -> None:
-    docs = rendered["default"]
+    docs = rendered["ingress"]
     blocked = one(docs, "Service", f"{RELEASE}-blocked")
     assert "selector" not in blocked["spec"]  # no endpoints: nothing behind it
     # auth is reached only through /v1/auth
@@ -527,21 +527,27 @@ def test_internal_and_health_paths_reach_no_pod(rendered: dict[str, list[dict[st
     )
 
 
-def test_sse_ingress_is_unbuffered_with_long_timeouts(
+def test_sse_ingress_carries_the_controllers_sse_annotations(
     rendered: dict[str, list[dict[str, Any]]],
 ) -> None:
-    events = one(rendered["default"], "Ingress", f"{RELEASE}-events")
+    events = one(rendered["ingress"], "Ingress", f"{RELEASE}-events")
     ((path, path_type, backend, _),) = _ingress_paths([events])
     assert (path, path_type, backend) == ("/v1/events", "Exact", f"{RELEASE}-notifier")
-    annotations = events["metadata"]["annotations"]
-    assert annotations["nginx.ingress.kubernetes.io/proxy-buffering"] == "off"
-    assert int(annotations["nginx.ingress.kubernetes.io/proxy-read-timeout"]) >= 3600
-    assert int(annotations["nginx.ingress.kubernetes.io/proxy-send-timeout"]) >= 3600
+    assert events["metadata"]["annotations"] == {"haproxy.org/timeout-server": "3600s"}
+    assert events["spec"]["ingressClassName"] == "haproxy"
     # the main Ingress keeps the controller's defaults
-    main = one(rendered["default"], "Ingress", RELEASE)
-    assert "nginx.ingress.kubernetes.io/proxy-buffering" not in main["metadata"].get(
-        "annotations", {}
-    )
+    main = one(rendered["ingress"], "Ingress", RELEASE)
+    assert "annotations" not in main["metadata"]
+
+
+def test_the_httproute_is_the_default_route(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    docs = rendered["default"]
+    assert of_kind(docs, "Ingress") == []
+    route = one(docs, "HTTPRoute", RELEASE)
+    assert route["spec"]["hostnames"] == ["media.example.com"]  # config.publicUrl's host
+    # and no ingress-nginx annotation is left anywhere in the defaults
+    values = (CHART / "values.yaml").read_text()
+    assert "nginx.ingress.kubernetes.io" not in values
 
 
 def test_ingress_host_and_tls(
@@ -552,13 +558,19 @@ def test_ingress_host_and_tls(
     assert main["spec"]["tls"] == [{"secretName": "mediaflow-tls", "hosts": ["media.example.org"]}]
     assert main["metadata"]["annotations"]["cert-manager.io/cluster-issuer"] == "letsencrypt"
     # an IP in PUBLIC_URL cannot be an Ingress host: the rules then match any host
-    local = render(chart, installable({"config": {"publicUrl": "http://127.0.0.1:8080"}}))
+    local = render(
+        chart,
+        installable(
+            {"config": {"publicUrl": "http://127.0.0.1:8080"}, "ingress": {"enabled": True}}
+        ),
+    )
+    assert of_kind(local, "Ingress")
     for ingress in of_kind(local, "Ingress"):
         assert "host" not in ingress["spec"]["rules"][0]
 
 
-def route_httproute(route: dict[str, Any], path: str) -> list[str]:
-    """Backend names of the HTTPRoute rule that wins for `path` (Exact, then longest prefix)."""
+def route_httproute(route: dict[str, Any], path: str) -> dict[str, Any]:
+    """The HTTPRoute rule that wins for `path` (Exact, then the longest prefix)."""
     best: tuple[int, int, dict[str, Any]] | None = None
     for rule in route["spec"]["rules"]:
         for match in rule["matches"]:
@@ -572,7 +584,20 @@ def route_httproute(route: dict[str, Any], path: str) -> list[str]:
             if best is None or score > best[:2]:
                 best = (*score, rule)
     assert best is not None, path
-    return [ref["name"] for ref in best[2].get("backendRefs", [])]
+    return best[2]
+
+
+def forwarded(route: dict[str, Any], path: str) -> tuple[list[str], str]:
+    """(backend names, path the backend sees) of a request for `path`."""
+    rule = route_httproute(route, path)
+    seen = path
+    for f in rule.get("filters", []):
+        if f["type"] == "URLRewrite" and f["urlRewrite"]["path"]["type"] == "ReplaceFullPath":
+            seen = f["urlRewrite"]["path"]["replaceFullPath"]
+    return [ref["name"] for ref in rule.get("backendRefs", [])], seen
+
+
+BLOCKED_PATHS = ("/internal/v1/sessions/verify", "/metrics", "/healthz", "/readyz", "/diagnostics")
 
 
 def test_httproute_routes_api_md(rendered: dict[str, list[dict[str, Any]]]) -> None:
@@ -583,27 +608,86 @@ def test_httproute_routes_api_md(rendered: dict[str, list[dict[str, Any]]]) -> N
     assert route["spec"]["hostnames"] == ["media.example.net"]
     assert route["spec"]["parentRefs"][0]["name"] == "gateway"
     cases = {
-        "/v1/auth/sign-up": [f"{RELEASE}-auth"],
-        "/v1/events": [f"{RELEASE}-notifier"],
-        "/v1/tasks": [f"{RELEASE}-gateway"],
-        "/": [f"{RELEASE}-gateway"],
-        "/internal/v1/sessions/verify": [],
-        "/metrics": [],
-        "/healthz": [],
-        "/readyz": [],
-        "/diagnostics": [],
+        "/v1/auth/sign-up": f"{RELEASE}-auth",
+        "/v1/events": f"{RELEASE}-notifier",
+        "/v1/tasks": f"{RELEASE}-gateway",
+        "/": f"{RELEASE}-gateway",
     }
-    for path, backends in cases.items():
-        assert route_httproute(route, path) == backends, path
-    (events_rule,) = [
-        r for r in route["spec"]["rules"] if r["matches"][0]["path"]["value"] == "/v1/events"
-    ]
-    assert events_rule["timeouts"] == {"request": "3600s", "backendRequest": "3600s"}
+    for path, backend in cases.items():
+        assert forwarded(route, path) == ([backend], path), path
     services = {s["metadata"]["name"]: s for s in of_kind(docs, "Service")}
     for rule in route["spec"]["rules"]:
         for ref in rule.get("backendRefs", []):
             ports = [p["port"] for p in services[ref["name"]]["spec"]["ports"]]
             assert ref["port"] in ports
+
+
+def test_httproute_carries_the_sse_settings(
+    rendered: dict[str, list[dict[str, Any]]], chart: helm_python.Chart
+) -> None:
+    from mediaflow_notifier.settings import NotifierSettings
+
+    heartbeat = NotifierSettings.model_fields["sse_heartbeat_seconds"].default
+    route = one(rendered["default"], "HTTPRoute", RELEASE)
+    events = route_httproute(route, "/v1/events")
+    assert [m["path"] for m in events["matches"]] == [{"type": "Exact", "value": "/v1/events"}]
+    timeouts = events["timeouts"]
+    # An hour's stream, not the 15 s an Envoy route allows by default; well past the heartbeat
+    seconds = {k: int(v.removesuffix("s")) for k, v in timeouts.items()}
+    assert seconds == {"request": 3600, "backendRequest": 3600}
+    assert seconds["backendRequest"] <= seconds["request"]
+    assert seconds["request"] > 10 * heartbeat
+    # only the stream gets them: the API keeps the Gateway's own request timeout
+    for path in ("/v1/tasks", "/v1/auth/sign-in", "/"):
+        assert "timeouts" not in route_httproute(route, path)
+    custom = render(
+        chart,
+        installable({"gatewayApi": {"eventsTimeouts": {"request": "0s", "backendRequest": "0s"}}}),
+    )
+    assert route_httproute(one(custom, "HTTPRoute", RELEASE), "/v1/events")["timeouts"] == {
+        "request": "0s",
+        "backendRequest": "0s",
+    }
+
+
+def test_httproute_answers_blocked_paths_with_the_gateways_problem_json(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    """The private paths reach the gateway rewritten to a path it has no route for, so the
+    client gets the gateway's own 404 problem+json, never a service's /metrics."""
+    from litestar.testing import TestClient
+
+    from mediaflow_gateway.app import create_app
+    from mediaflow_gateway.settings import GatewaySettings
+
+    route = one(rendered["default"], "HTTPRoute", RELEASE)
+    settings = GatewaySettings(
+        database_url="postgresql://u:p@127.0.0.1:1/none",
+        amqp_url="amqp://u:p@127.0.0.1:1/",
+        service_secret="s" * 40,
+        s3_access_key_id="key",
+        s3_secret_access_key="secret",
+    )
+    client = TestClient(create_app(settings))  # no lifespan: routing alone answers this
+    for path in BLOCKED_PATHS:
+        backends, seen = forwarded(route, path)
+        assert backends == [f"{RELEASE}-gateway"], path
+        assert seen != path
+        response = client.get(seen)
+        assert response.status_code == 404, path
+        assert response.headers["content-type"] == "application/problem+json"
+        assert response.json()["code"] == "not_found"
+    # the same paths are served when asked directly: the rewrite is what hides them
+    assert client.get("/metrics").status_code == 200
+
+
+def test_httproute_blocked_paths_without_urlrewrite(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    route = one(rendered["everything"], "HTTPRoute", RELEASE)  # mode: noBackend
+    for path in BLOCKED_PATHS:
+        rule = route_httproute(route, path)
+        assert "backendRefs" not in rule and "filters" not in rule, path
 
 
 # ---- scaling -----------------------------------------------------------------------------------
