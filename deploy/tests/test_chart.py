@@ -123,6 +123,15 @@ def one(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
     return found[0]
 
 
+def main_container(deployment: dict[str, Any]) -> dict[str, Any]:
+    """The component's own container (sidecars may sit beside it)."""
+    component = deployment["metadata"]["labels"]["app.kubernetes.io/component"]
+    (container,) = [
+        c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == component
+    ]
+    return container
+
+
 def pod_specs(docs: list[dict[str, Any]]) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
     """(object, pod spec) of every Deployment, Job and bare Pod."""
     for doc in docs:
@@ -132,7 +141,16 @@ def pod_specs(docs: list[dict[str, Any]]) -> Iterator[tuple[dict[str, Any], dict
             yield doc, doc["spec"]
 
 
-ALL_SETS = ["default", "everything", "keda", "gateway-api", "ingress", "minimal", "existing-secret"]
+ALL_SETS = [
+    "default",
+    "everything",
+    "extensions",
+    "keda",
+    "gateway-api",
+    "ingress",
+    "minimal",
+    "existing-secret",
+]
 
 
 @pytest.fixture(scope="module")
@@ -169,7 +187,10 @@ def test_every_object_validates_against_kubernetes(
     validated = 0
     for doc in docs:
         where = f"{doc['kind']} {doc['metadata']['name']}"
-        assert doc["metadata"]["namespace"] == NAMESPACE, where
+        if name == "extensions" and doc["kind"] == "ServiceMonitor":
+            assert doc["metadata"]["namespace"] == "monitoring", where
+        else:
+            assert doc["metadata"]["namespace"] == NAMESPACE, where
         if doc["kind"] in CUSTOM_KINDS:
             with pytest.raises(SchemaNotFoundError):
                 kubernetes_validate.validate(doc, version, strict=True)
@@ -300,7 +321,7 @@ def test_deployments_probe_healthz_and_readyz(
         d["metadata"]["labels"]["app.kubernetes.io/component"] for d in deployments
     ) == sorted(COMPONENTS)
     for deployment in deployments:
-        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        container = main_container(deployment)
         ports = {p["name"]: p["containerPort"] for p in container["ports"]}
         assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
         assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
@@ -329,7 +350,7 @@ def test_each_process_gets_the_settings_it_reads(
         settings = getattr(importlib.import_module(module), cls)
         fields = {field.upper(): info for field, info in settings.model_fields.items()}
         deployment = one(docs, "Deployment", f"{RELEASE}-{component}")
-        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        container = main_container(deployment)
         env = _env(container, configmap)
         own = set(env) - set(configmap["data"])  # set for this component alone
         unknown = {n for n in own if n not in fields and not n.startswith("OTEL_")}
@@ -456,6 +477,153 @@ def test_worker_grace_period_outlasts_its_shutdown_grace(
     grace = WorkerSettings.model_fields["shutdown_grace_seconds"].default
     worker = one(rendered["default"], "Deployment", f"{RELEASE}-worker")
     assert worker["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > grace
+
+
+# ---- extension points --------------------------------------------------------------------------
+
+
+def _deployment(docs: list[dict[str, Any]], component: str) -> dict[str, Any]:
+    return one(docs, "Deployment", f"{RELEASE}-{component}")
+
+
+def test_global_registry_pull_secrets_and_per_component_image(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    docs = rendered["extensions"]
+    images = {}
+    for obj, spec in pod_specs(docs):
+        if obj["kind"] == "Deployment":
+            images[obj["metadata"]["name"]] = main_container(obj)["image"]
+        else:
+            images[obj["metadata"]["name"]] = spec["containers"][0]["image"]
+        assert spec["imagePullSecrets"] == [{"name": "global-regcred"}, {"name": "regcred"}]
+    mirror = "registry.example.org/mirror"
+    assert images.pop(f"{RELEASE}-worker") == f"{mirror}/mediaflow-worker@sha256:{'0' * 63}1"
+    assert set(images.values()) == {f"{mirror}/mediaflow:0.1.0"}
+    assert len(images) == 5  # auth, gateway, notifier, the migrations Job, the test pod
+
+
+def test_probes_strategy_and_history_per_component(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    docs = rendered["extensions"]
+    worker = main_container(_deployment(docs, "worker"))
+    assert worker["livenessProbe"]["periodSeconds"] == 20
+    assert worker["livenessProbe"]["failureThreshold"] == 6
+    assert worker["livenessProbe"]["httpGet"]["path"] == "/healthz"  # the rest stays shared
+    assert main_container(_deployment(docs, "auth"))["livenessProbe"]["periodSeconds"] == 10
+    notifier = _deployment(docs, "notifier")["spec"]
+    assert notifier["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0},
+    }
+    assert _deployment(docs, "auth")["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    assert _deployment(docs, "gateway")["spec"]["revisionHistoryLimit"] == 10
+    assert _deployment(docs, "auth")["spec"]["revisionHistoryLimit"] == 3
+    assert _deployment(rendered["default"], "auth")["spec"]["revisionHistoryLimit"] == 5
+
+
+def test_extra_env_vars_with_value_from_and_env_sources(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    docs = rendered["extensions"]
+    for component in COMPONENTS:
+        container = main_container(_deployment(docs, component))
+        env = {e["name"]: e for e in container["env"]}
+        assert env["OTEL_K8S_NODE_NAME"]["valueFrom"] == {
+            "fieldRef": {"fieldPath": "spec.nodeName"}
+        }
+        assert env["OTEL_EXPORTER_OTLP_HEADERS"]["valueFrom"]["secretKeyRef"] == {
+            "name": "otel-auth",
+            "key": "headers",
+        }
+        sources = container["envFrom"]
+        # the chart's ConfigMap first, so the operator's sources win on a clash
+        assert sources[0] == {"configMapRef": {"name": f"{RELEASE}-config"}}
+        assert {"configMapRef": {"name": "mediaflow-extra-env"}} in sources
+        assert {"secretRef": {"name": f"{RELEASE}-extra-secret-env"}} in sources  # tpl
+        own = {"secretRef": {"name": "worker-extra-env"}}
+        assert (own in sources) == (component == "worker")
+    notifier = {e["name"]: e for e in main_container(_deployment(docs, "notifier"))["env"]}
+    assert notifier["SSE_HEARTBEAT_SECONDS"] == {"name": "SSE_HEARTBEAT_SECONDS", "value": "10"}
+    # a component's own entries come after the shared ones: Kubernetes keeps the last
+    names = [e["name"] for e in main_container(_deployment(docs, "notifier"))["env"]]
+    assert names.index("SSE_HEARTBEAT_SECONDS") > names.index("OTEL_EXPORTER_OTLP_HEADERS")
+
+
+def test_extra_volumes_init_containers_and_sidecars(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    docs = rendered["extensions"]
+    worker = _deployment(docs, "worker")["spec"]["template"]["spec"]
+    assert {"name": "scratch", "emptyDir": {"sizeLimit": "2Gi"}} in worker["volumes"]
+    mounts = main_container(_deployment(docs, "worker"))["volumeMounts"]
+    assert {"name": "scratch", "mountPath": "/scratch"} in mounts
+    gateway = _deployment(docs, "gateway")["spec"]["template"]["spec"]
+    assert [c["name"] for c in gateway["initContainers"]] == ["wait-for-schema"]
+    assert [c["name"] for c in gateway["containers"]] == ["gateway"]
+    notifier = _deployment(docs, "notifier")["spec"]["template"]["spec"]
+    assert [c["name"] for c in notifier["containers"]] == ["notifier", "log-shipper"]
+    for component in ("auth", "notifier"):
+        spec = _deployment(docs, component)["spec"]["template"]["spec"]
+        assert "initContainers" not in spec
+        assert [v["name"] for v in spec["volumes"]] == ["tmp"]
+
+
+def test_bring_your_own_service_account(
+    rendered: dict[str, list[dict[str, Any]]], chart: helm_python.Chart
+) -> None:
+    docs = rendered["extensions"]  # create: false, name: mediaflow-irsa
+    assert of_kind(docs, "ServiceAccount") == [
+        sa
+        for sa in of_kind(docs, "ServiceAccount")
+        if sa["metadata"]["name"].endswith("migrations")
+    ]
+    for component in COMPONENTS:
+        spec = _deployment(docs, component)["spec"]["template"]["spec"]
+        assert spec["serviceAccountName"] == "mediaflow-irsa"
+    # create: true with a name makes that one account for every component
+    shared = render(chart, installable({"serviceAccount": {"name": "mediaflow"}}))
+    accounts = [sa["metadata"]["name"] for sa in of_kind(shared, "ServiceAccount")]
+    assert sorted(accounts) == ["mediaflow", f"{RELEASE}-migrations"]
+    for component in COMPONENTS:
+        spec = _deployment(shared, component)["spec"]["template"]["spec"]
+        assert spec["serviceAccountName"] == "mediaflow"
+
+
+def test_service_monitor_namespace_and_relabelings(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    monitors = of_kind(rendered["extensions"], "ServiceMonitor")
+    assert len(monitors) == len(COMPONENTS)
+    for monitor in monitors:
+        assert monitor["metadata"]["namespace"] == "monitoring"
+        # still the release namespace's Services
+        assert monitor["spec"]["namespaceSelector"]["matchNames"] == [NAMESPACE]
+        (endpoint,) = monitor["spec"]["endpoints"]
+        assert endpoint["relabelings"] == [
+            {"sourceLabels": ["__meta_kubernetes_pod_node_name"], "targetLabel": "node"}
+        ]
+        assert endpoint["metricRelabelings"][0]["action"] == "drop"
+
+
+def test_network_policy_extra_rules_and_node_local_dns(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    docs = rendered["extensions"]
+    for component in (*COMPONENTS, "migrations"):
+        policy = _policy(docs, component)["spec"]
+        dns = policy["egress"][0]
+        assert {"port": 53, "protocol": "UDP"} in dns["ports"]
+        assert {"ipBlock": {"cidr": "169.254.20.10/32"}} in dns["to"]
+        assert policy["egress"][-1]["ports"] == [{"port": 4318, "protocol": "TCP"}]
+        if component != "migrations":
+            assert policy["ingress"][-1]["ports"] == [{"port": 4191, "protocol": "TCP"}]
+    # the worker's own rule keeps NodeLocal DNSCache's address out of the internet block
+    # (169.254.0.0/16 stays excepted) while DNS to it is allowed
+    worker = _policy(docs, "worker")["spec"]["egress"]
+    internet = [p["ipBlock"] for r in worker for p in r["to"] if "ipBlock" in p]
+    assert any("169.254.0.0/16" in b.get("except", []) for b in internet)
 
 
 # ---- traffic -----------------------------------------------------------------------------------
@@ -841,6 +1009,8 @@ def test_generated_secret_has_every_key(
         return
     assert len(made[RELEASE]["service-secret"]) >= 32
     for owner, secret, key in refs:
+        if secret == "otel-auth":  # extraEnvVars naming a Secret of the operator's
+            continue
         assert secret in made, (owner, secret)
         assert key in made[secret], (owner, secret, key)
 

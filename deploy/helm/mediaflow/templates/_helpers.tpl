@@ -67,22 +67,74 @@ app.kubernetes.io/component: {{ .component }}
 app.kubernetes.io/component: {{ .component }}
 {{- end }}
 
-{{/* ServiceAccount name of a component. */}}
+{{/*
+ServiceAccount name of a component: serviceAccount.name when set (one account for every
+component, made by the chart when `create`, else brought by you), else one per component
+when `create`, else the namespace's default.
+*/}}
 {{- define "mediaflow.serviceAccountName" -}}
-{{- if .root.Values.serviceAccount.create }}
+{{- if .root.Values.serviceAccount.name }}
+{{- .root.Values.serviceAccount.name }}
+{{- else if .root.Values.serviceAccount.create }}
 {{- include "mediaflow.componentName" . }}
 {{- else }}
 {{- "default" }}
 {{- end }}
 {{- end }}
 
-{{/* The image reference: repository[:tag][@digest]. */}}
+{{/*
+The image reference, [registry/]repository[:tag][@digest]: (dict "root" $ "component" "worker").
+A component's own `image` overrides the shared one key by key; global.imageRegistry prefixes
+the repository.
+*/}}
 {{- define "mediaflow.image" -}}
-{{- $tag := default .Chart.AppVersion .Values.image.tag }}
-{{- if .Values.image.digest }}
-{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- $root := .root }}
+{{- $image := deepCopy $root.Values.image }}
+{{- with .component }}
+{{- $own := (index $root.Values .).image | default dict }}
+{{- range $key, $value := $own }}
+{{- if $value }}
+{{- $_ := set $image $key $value }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- $repository := $image.repository }}
+{{- with (($root.Values.global | default dict).imageRegistry) }}
+{{- $repository = printf "%s/%s" (trimSuffix "/" .) $repository }}
+{{- end }}
+{{- $tag := default $root.Chart.AppVersion $image.tag }}
+{{- if $image.digest }}
+{{- printf "%s@%s" $repository $image.digest }}
 {{- else }}
-{{- printf "%s:%s" .Values.image.repository $tag }}
+{{- printf "%s:%s" $repository $tag }}
+{{- end }}
+{{- end }}
+
+{{/* imagePullSecrets of every pod: global.imagePullSecrets, then imagePullSecrets. */}}
+{{- define "mediaflow.imagePullSecrets" -}}
+{{- $secrets := concat ((.Values.global | default dict).imagePullSecrets | default list) .Values.imagePullSecrets }}
+{{- with $secrets }}
+imagePullSecrets:
+{{- range . }}
+  - name: {{ if kindIs "string" . }}{{ . }}{{ else }}{{ .name }}{{ end }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* envFrom of a component: the chart's ConfigMap, then extraEnvVarsCM/Secret (shared, own). */}}
+{{- define "mediaflow.envFrom" -}}
+{{- $values := index .root.Values .component }}
+- configMapRef:
+    name: {{ include "mediaflow.configMapName" .root }}
+{{- range $source := list .root.Values $values }}
+{{- with $source.extraEnvVarsCM }}
+- configMapRef:
+    name: {{ tpl . $.root }}
+{{- end }}
+{{- with $source.extraEnvVarsSecret }}
+- secretRef:
+    name: {{ tpl . $.root }}
+{{- end }}
 {{- end }}
 {{- end }}
 
@@ -277,6 +329,12 @@ Secret, only those the component reads (see each service's settings class).
 {{- range $name, $value := $values.env }}
 - name: {{ $name }}
   value: {{ $value | toString | quote }}
+{{- end }}
+{{- with $root.Values.extraEnvVars }}
+{{ tpl (toYaml .) $root }}
+{{- end }}
+{{- with $values.extraEnvVars }}
+{{ tpl (toYaml .) $root }}
 {{- end }}
 {{- end }}
 
