@@ -1454,6 +1454,7 @@ def test_alert_rules_parse_and_name_only_exported_metrics(
         "MediaflowOutboxBacklog",
         "MediaflowNotifierDeliveryLagHigh",
         "MediaflowAuthUnavailable",
+        "MediaflowRabbitMQMetricsAbsent",
     }
     for alert in alerts:
         names = metric_names(alert["expr"])  # raises ValueError on bad PromQL
@@ -1466,6 +1467,41 @@ def test_alert_rules_parse_and_name_only_exported_metrics(
     # the RabbitMQ selector reaches the queue matchers
     dlq = next(a for a in alerts if a["alert"] == "MediaflowDeadLetterQueueNotEmpty")
     assert 'queue="media.jobs.dlq",vhost="/"' in dlq["expr"]
+
+
+def test_every_alert_has_a_runbook_in_the_repository(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    base = yaml.safe_load((CHART / "values.yaml").read_text())["prometheusRule"]["runbookBaseUrl"]
+    alerts = [r for g in _rules(rendered["everything"])["spec"]["groups"] for r in g["rules"]]
+    runbooks = REPO / "docs" / "runbooks"
+    pages = set()
+    for alert in alerts:
+        url = alert["annotations"]["runbook_url"]
+        assert url.startswith(base + "/"), alert["alert"]
+        page = runbooks / url.removeprefix(base + "/")
+        assert page.is_file(), (alert["alert"], url)
+        assert page.read_text().startswith(f"# {alert['alert']}\n"), page.name
+        pages.add(page.name)
+    # one page per alert, each listed in the index
+    assert pages == {p.name for p in runbooks.glob("*.md")} - {"README.md"}
+    index = (runbooks / "README.md").read_text()
+    for alert in alerts:
+        assert alert["alert"] in index
+
+
+def test_rabbitmq_metrics_absent_alert_watches_the_series_the_queue_alerts_read(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    alerts = {
+        r["alert"]: r for g in _rules(rendered["everything"])["spec"]["groups"] for r in g["rules"]
+    }
+    absent = alerts["MediaflowRabbitMQMetricsAbsent"]["expr"]
+    assert absent.startswith("absent(")
+    # the same selector as the backlog alert's, so a selector that matches nothing fires it
+    (selector,) = re.findall(r"absent\(rabbitmq_detailed_queue_messages_ready\{([^}]*)\}", absent)
+    assert f"{{{selector}}}" in alerts["MediaflowJobQueueBacklogOld"]["expr"]
+    assert selector.strip() == 'queue="media.jobs",vhost="/"'
 
 
 def test_metric_check_rejects_unknown_names() -> None:
@@ -1538,6 +1574,25 @@ def test_dashboard_is_valid_and_names_only_exported_metrics(
     for panel in dashboard["panels"]:
         if panel["type"] != "row":
             assert panel["datasource"]["uid"] == "${datasource}"
+    # the pods themselves: CPU, memory, restarts, replicas
+    assert {
+        "container_cpu_usage_seconds_total",
+        "container_memory_working_set_bytes",
+        "kube_pod_container_status_restarts_total",
+        "kube_deployment_status_replicas_available",
+        "kube_deployment_spec_replicas",
+    } <= seen
+    titles = {p["title"] for p in dashboard["panels"]}
+    assert {"CPU per pod", "Memory per pod", "Container restarts (1h)", "Replicas"} <= titles
+    # panels do not overlap on the grid
+    cells: set[tuple[int, int]] = set()
+    for panel in dashboard["panels"]:
+        g = panel["gridPos"]
+        mine = {
+            (x, y) for x in range(g["x"], g["x"] + g["w"]) for y in range(g["y"], g["y"] + g["h"])
+        }
+        assert not mine & cells, panel["title"]
+        cells |= mine
 
 
 def test_notes_render_for_every_values_set(chart: helm_python.Chart) -> None:

@@ -366,3 +366,8 @@ Secret, only those the component reads (see each service's settings class).
 {{- define "mediaflow.promSelector" -}}
 namespace="{{ .root.Release.Namespace }}",job="{{ include "mediaflow.componentName" . }}"
 {{- end }}
+
+{{/* An alert's runbook: prometheusRule.runbookBaseUrl/<runbook>.md (docs/runbooks/ in the repository). */}}
+{{- define "mediaflow.runbookUrl" -}}
+{{- printf "%s/%s.md" (trimSuffix "/" .root.Values.prometheusRule.runbookBaseUrl) .runbook }}
+{{- end }}
