@@ -1631,7 +1631,11 @@ def test_dockerfile_is_multi_stage_non_root_and_frozen() -> None:
     froms = [line for line in lines if line.startswith("FROM ")]
     assert len(froms) >= 3  # uv, builder, runtime
     args = dict(line[4:].split("=", 1) for line in lines if line.startswith("ARG ") and "=" in line)
-    assert args["PYTHON_IMAGE"] == "python:3.11-slim"
+    # an exact version and the digest of its multi-arch index, never a floating tag
+    assert re.fullmatch(
+        r"python:3\.11\.\d+-slim-bookworm@sha256:[0-9a-f]{64}", args["PYTHON_IMAGE"]
+    ), args["PYTHON_IMAGE"]
+    assert re.fullmatch(r"\d+\.\d+\.\d+", args["UV_VERSION"])
     assert froms[-1].startswith("FROM ${PYTHON_IMAGE}")
     syncs = [line for line in lines if "uv sync" in line]
     assert syncs
@@ -1740,6 +1744,12 @@ def test_skaffold_dev_profile_and_port_forwards(chart: helm_python.Chart) -> Non
             ports = [p["port"] for p in services[forward["resourceName"]]["spec"]["ports"]]
             assert forward["port"] in ports
     # the throwaway dependencies the dev profile deploys are valid Kubernetes objects
+    images = []
     for path in dev["manifests"]["rawYaml"]:
         for doc in yaml.safe_load_all((REPO / path).read_text()):
             kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
+            if doc["kind"] == "Deployment":
+                images += [c["image"] for c in doc["spec"]["template"]["spec"]["containers"]]
+    (seaweedfs,) = [i for i in images if "seaweedfs" in i]
+    assert re.fullmatch(r"chrislusf/seaweedfs:\d+\.\d+@sha256:[0-9a-f]{64}", seaweedfs)
+    assert not any(i.endswith(":latest") or ":" not in i for i in images), images
