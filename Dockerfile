@@ -5,7 +5,12 @@
 #
 # Build from the repository root:  docker build -t mediaflow:dev .
 
-ARG PYTHON_IMAGE=python:3.11-slim
+# Base images pinned by exact version and by digest (the multi-arch index), so a rebuild gets
+# the same bytes; bump both together (`docker buildx imagetools inspect <image>:<tag>`).
+# The digest is the one several public projects pin for this tag; it could not be pulled
+# where this line was written. uv is pinned by exact version only: no digest for 0.13.9
+# could be verified.
+ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm@sha256:65a93d69fa75478d554f4ad27c85c1e69fa184956261b4301ebaf6dbb0a3543d
 ARG UV_VERSION=0.13.9
 
 FROM ghcr.io/astral-sh/uv:${UV_VERSION} AS uv

@@ -48,8 +48,9 @@ bench: deps ## every benchmark against its baseline from the same run, one table
 diagnose: deps ## check a running stack: config agreement, clocks, cookies, sessions end to end
 	@$(UV) run --frozen mediaflow diagnose
 
-docs: deps ## refresh the README's configuration table from the settings classes
+docs: deps ## refresh the README's configuration table and the chart README's values table
 	@$(UV) run --frozen python -m devstack.config_doc --write README.md
+	@$(UV) run --frozen python -m devstack.chart_doc --write deploy/helm/mediaflow/README.md
 
 proto: deps ## regenerate the message contracts from proto/
 	@$(UV) run --frozen python -m mediaflow_libs.protogen

@@ -21,6 +21,11 @@ EXTERNAL_METRICS = {
     ),
     "rabbitmq_detailed_queue_messages_ready": "RabbitMQ's rabbitmq_prometheus plugin, as above",
     "rabbitmq_detailed_queue_messages_unacked": "RabbitMQ's rabbitmq_prometheus plugin, as above",
+    "container_cpu_usage_seconds_total": "cAdvisor, which the kubelet serves on /metrics/cadvisor",
+    "container_memory_working_set_bytes": "cAdvisor, as above",
+    "kube_pod_container_status_restarts_total": "kube-state-metrics",
+    "kube_deployment_status_replicas_available": "kube-state-metrics",
+    "kube_deployment_spec_replicas": "kube-state-metrics",
 }
 HISTOGRAM_SERIES = ("_bucket", "_sum", "_count")
 

@@ -21,11 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import helm_python
+import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
 from kubernetes_validate.utils import SchemaNotFoundError
 
+from deploy.tests import crds
 from deploy.tests.monitoring import (
     EXTERNAL_METRICS,
     dashboard_exprs,
@@ -43,7 +45,8 @@ KUBE_VERSION = "1.31"
 # The chart's floor (Chart.yaml kubeVersion), the version checked throughout, and the newest.
 KUBE_VERSIONS = ("1.27", KUBE_VERSION, "1.37")
 COMPONENTS = ("auth", "gateway", "notifier", "worker")
-# Custom resources the chart may render; kubernetes-validate has no schema for them.
+# Custom resources the chart may render; kubernetes-validate has no schema for them, so
+# they are validated against their CRDs' schemas (deploy/tests/crds/).
 CUSTOM_KINDS = {
     "ServiceMonitor",
     "PrometheusRule",
@@ -77,9 +80,24 @@ def chart() -> Iterator[helm_python.Chart]:
 
 
 def values_set(name: str) -> dict[str, Any]:
-    if name == "default":
-        return {}
+    """A values set of ci/; "default" is the chart's defaults plus the credentials it requires."""
     return yaml.safe_load((VALUES_SETS / f"{name}-values.yaml").read_text()) or {}
+
+
+def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """`override` deep-merged over a copy of `base`, as Helm merges values files."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def installable(values: dict[str, Any]) -> dict[str, Any]:
+    """`values` over the "default" set, which holds the credentials the chart requires."""
+    return merge(values_set("default"), values)
 
 
 def render_raw(chart: helm_python.Chart, values: dict[str, Any]) -> dict[str, str]:
@@ -105,6 +123,15 @@ def one(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
     return found[0]
 
 
+def main_container(deployment: dict[str, Any]) -> dict[str, Any]:
+    """The component's own container (sidecars may sit beside it)."""
+    component = deployment["metadata"]["labels"]["app.kubernetes.io/component"]
+    (container,) = [
+        c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == component
+    ]
+    return container
+
+
 def pod_specs(docs: list[dict[str, Any]]) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
     """(object, pod spec) of every Deployment, Job and bare Pod."""
     for doc in docs:
@@ -114,7 +141,16 @@ def pod_specs(docs: list[dict[str, Any]]) -> Iterator[tuple[dict[str, Any], dict
             yield doc, doc["spec"]
 
 
-ALL_SETS = ["default", "everything", "keda", "gateway-api", "minimal", "existing-secret"]
+ALL_SETS = [
+    "default",
+    "everything",
+    "extensions",
+    "keda",
+    "gateway-api",
+    "ingress",
+    "minimal",
+    "existing-secret",
+]
 
 
 @pytest.fixture(scope="module")
@@ -125,11 +161,19 @@ def rendered(chart: helm_python.Chart) -> dict[str, list[dict[str, Any]]]:
 # ---- lint and schemas --------------------------------------------------------------------------
 
 
-def test_chart_lints_strictly() -> None:
+@pytest.mark.parametrize("name", ALL_SETS)
+def test_chart_lints_strictly(name: str) -> None:
+    report = helm_python.lint(str(CHART), values_set(name), strict=True, namespace=NAMESPACE)
+    assert report["errors"] == []
+    assert report["messages"] == []  # not even the "icon is recommended" info
+
+
+def test_lint_of_the_bare_defaults_is_clean() -> None:
+    """Helm's lint mode logs `fail` instead of stopping, so the bare defaults lint clean too;
+    rendering them fails (test_a_missing_credential_fails_the_render_naming_it)."""
     report = helm_python.lint(str(CHART), strict=True)
     assert report["errors"] == []
-    # severity 2 = warning, 3 = error; 1 (info) is only "icon is recommended"
-    assert [m for m in report["messages"] if m["severity"] >= 2] == []
+    assert report["messages"] == []
 
 
 @pytest.mark.parametrize("version", KUBE_VERSIONS)
@@ -142,10 +186,14 @@ def test_every_object_validates_against_kubernetes(
     validated = 0
     for doc in docs:
         where = f"{doc['kind']} {doc['metadata']['name']}"
-        assert doc["metadata"]["namespace"] == NAMESPACE, where
+        if name == "extensions" and doc["kind"] == "ServiceMonitor":
+            assert doc["metadata"]["namespace"] == "monitoring", where
+        else:
+            assert doc["metadata"]["namespace"] == NAMESPACE, where
         if doc["kind"] in CUSTOM_KINDS:
             with pytest.raises(SchemaNotFoundError):
                 kubernetes_validate.validate(doc, version, strict=True)
+            crds.validate(doc)  # against its CRD's own schema instead
             continue
         kubernetes_validate.validate(doc, version, strict=True)
         validated += 1
@@ -162,6 +210,45 @@ def test_validation_catches_a_broken_object(rendered: dict[str, list[dict[str, A
     deployment["spec"]["replicas"] = "two"
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(deployment, KUBE_VERSION, strict=True)
+
+
+def test_every_custom_kind_has_a_vendored_crd_schema() -> None:
+    assert crds.kinds() == CUSTOM_KINDS
+
+
+def _custom_resources(rendered: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    return {d["kind"]: d for docs in rendered.values() for d in docs if d["kind"] in CUSTOM_KINDS}
+
+
+# One deliberate mistake per kind: a misspelled field (which the API server's strict field
+# validation rejects), a wrong type or a value outside the schema's enum.
+BROKEN = {
+    "ServiceMonitor": lambda d: d["spec"]["endpoints"][0].update(intervall="30s"),
+    "PrometheusRule": lambda d: d["spec"]["groups"][0]["rules"][0].update(expr=["up"]),
+    "ScaledObject": lambda d: d["spec"].update(minReplicaCount="zero"),
+    "TriggerAuthentication": lambda d: d["spec"]["secretTargetRef"][0].pop("key"),
+    "HTTPRoute": lambda d: d["spec"]["rules"][0]["matches"][0]["path"].update(type="Glob"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(CUSTOM_KINDS))
+def test_crd_validation_rejects_a_broken_object(
+    rendered: dict[str, list[dict[str, Any]]], kind: str
+) -> None:
+    doc = copy.deepcopy(_custom_resources(rendered)[kind])
+    crds.validate(doc)
+    BROKEN[kind](doc)
+    with pytest.raises(jsonschema.ValidationError):
+        crds.validate(doc)
+
+
+def test_crd_validation_rejects_an_unknown_field_anywhere(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    route = copy.deepcopy(_custom_resources(rendered)["HTTPRoute"])
+    route["spec"]["rules"][1]["timeouts"]["requests"] = "1s"
+    with pytest.raises(jsonschema.ValidationError, match="requests"):
+        crds.validate(route)
 
 
 @pytest.mark.parametrize(
@@ -189,7 +276,7 @@ def test_kube_version_floor_is_validated() -> None:
 
 def test_every_ci_values_set_is_tested() -> None:
     on_disk = {path.name.removesuffix("-values.yaml") for path in VALUES_SETS.glob("*-values.yaml")}
-    assert on_disk == set(ALL_SETS) - {"default"}
+    assert on_disk == set(ALL_SETS)
 
 
 # ---- workloads ---------------------------------------------------------------------------------
@@ -233,7 +320,7 @@ def test_deployments_probe_healthz_and_readyz(
         d["metadata"]["labels"]["app.kubernetes.io/component"] for d in deployments
     ) == sorted(COMPONENTS)
     for deployment in deployments:
-        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        container = main_container(deployment)
         ports = {p["name"]: p["containerPort"] for p in container["ports"]}
         assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
         assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
@@ -262,7 +349,7 @@ def test_each_process_gets_the_settings_it_reads(
         settings = getattr(importlib.import_module(module), cls)
         fields = {field.upper(): info for field, info in settings.model_fields.items()}
         deployment = one(docs, "Deployment", f"{RELEASE}-{component}")
-        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        container = main_container(deployment)
         env = _env(container, configmap)
         own = set(env) - set(configmap["data"])  # set for this component alone
         unknown = {n for n in own if n not in fields and not n.startswith("OTEL_")}
@@ -391,6 +478,153 @@ def test_worker_grace_period_outlasts_its_shutdown_grace(
     assert worker["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > grace
 
 
+# ---- extension points --------------------------------------------------------------------------
+
+
+def _deployment(docs: list[dict[str, Any]], component: str) -> dict[str, Any]:
+    return one(docs, "Deployment", f"{RELEASE}-{component}")
+
+
+def test_global_registry_pull_secrets_and_per_component_image(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    docs = rendered["extensions"]
+    images = {}
+    for obj, spec in pod_specs(docs):
+        if obj["kind"] == "Deployment":
+            images[obj["metadata"]["name"]] = main_container(obj)["image"]
+        else:
+            images[obj["metadata"]["name"]] = spec["containers"][0]["image"]
+        assert spec["imagePullSecrets"] == [{"name": "global-regcred"}, {"name": "regcred"}]
+    mirror = "registry.example.org/mirror"
+    assert images.pop(f"{RELEASE}-worker") == f"{mirror}/mediaflow-worker@sha256:{'0' * 63}1"
+    assert set(images.values()) == {f"{mirror}/mediaflow:0.1.0"}
+    assert len(images) == 5  # auth, gateway, notifier, the migrations Job, the test pod
+
+
+def test_probes_strategy_and_history_per_component(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    docs = rendered["extensions"]
+    worker = main_container(_deployment(docs, "worker"))
+    assert worker["livenessProbe"]["periodSeconds"] == 20
+    assert worker["livenessProbe"]["failureThreshold"] == 6
+    assert worker["livenessProbe"]["httpGet"]["path"] == "/healthz"  # the rest stays shared
+    assert main_container(_deployment(docs, "auth"))["livenessProbe"]["periodSeconds"] == 10
+    notifier = _deployment(docs, "notifier")["spec"]
+    assert notifier["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0},
+    }
+    assert _deployment(docs, "auth")["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    assert _deployment(docs, "gateway")["spec"]["revisionHistoryLimit"] == 10
+    assert _deployment(docs, "auth")["spec"]["revisionHistoryLimit"] == 3
+    assert _deployment(rendered["default"], "auth")["spec"]["revisionHistoryLimit"] == 5
+
+
+def test_extra_env_vars_with_value_from_and_env_sources(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    docs = rendered["extensions"]
+    for component in COMPONENTS:
+        container = main_container(_deployment(docs, component))
+        env = {e["name"]: e for e in container["env"]}
+        assert env["OTEL_K8S_NODE_NAME"]["valueFrom"] == {
+            "fieldRef": {"fieldPath": "spec.nodeName"}
+        }
+        assert env["OTEL_EXPORTER_OTLP_HEADERS"]["valueFrom"]["secretKeyRef"] == {
+            "name": "otel-auth",
+            "key": "headers",
+        }
+        sources = container["envFrom"]
+        # the chart's ConfigMap first, so the operator's sources win on a clash
+        assert sources[0] == {"configMapRef": {"name": f"{RELEASE}-config"}}
+        assert {"configMapRef": {"name": "mediaflow-extra-env"}} in sources
+        assert {"secretRef": {"name": f"{RELEASE}-extra-secret-env"}} in sources  # tpl
+        own = {"secretRef": {"name": "worker-extra-env"}}
+        assert (own in sources) == (component == "worker")
+    notifier = {e["name"]: e for e in main_container(_deployment(docs, "notifier"))["env"]}
+    assert notifier["SSE_HEARTBEAT_SECONDS"] == {"name": "SSE_HEARTBEAT_SECONDS", "value": "10"}
+    # a component's own entries come after the shared ones: Kubernetes keeps the last
+    names = [e["name"] for e in main_container(_deployment(docs, "notifier"))["env"]]
+    assert names.index("SSE_HEARTBEAT_SECONDS") > names.index("OTEL_EXPORTER_OTLP_HEADERS")
+
+
+def test_extra_volumes_init_containers_and_sidecars(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    docs = rendered["extensions"]
+    worker = _deployment(docs, "worker")["spec"]["template"]["spec"]
+    assert {"name": "scratch", "emptyDir": {"sizeLimit": "2Gi"}} in worker["volumes"]
+    mounts = main_container(_deployment(docs, "worker"))["volumeMounts"]
+    assert {"name": "scratch", "mountPath": "/scratch"} in mounts
+    gateway = _deployment(docs, "gateway")["spec"]["template"]["spec"]
+    assert [c["name"] for c in gateway["initContainers"]] == ["wait-for-schema"]
+    assert [c["name"] for c in gateway["containers"]] == ["gateway"]
+    notifier = _deployment(docs, "notifier")["spec"]["template"]["spec"]
+    assert [c["name"] for c in notifier["containers"]] == ["notifier", "log-shipper"]
+    for component in ("auth", "notifier"):
+        spec = _deployment(docs, component)["spec"]["template"]["spec"]
+        assert "initContainers" not in spec
+        assert [v["name"] for v in spec["volumes"]] == ["tmp"]
+
+
+def test_bring_your_own_service_account(
+    rendered: dict[str, list[dict[str, Any]]], chart: helm_python.Chart
+) -> None:
+    docs = rendered["extensions"]  # create: false, name: mediaflow-irsa
+    assert of_kind(docs, "ServiceAccount") == [
+        sa
+        for sa in of_kind(docs, "ServiceAccount")
+        if sa["metadata"]["name"].endswith("migrations")
+    ]
+    for component in COMPONENTS:
+        spec = _deployment(docs, component)["spec"]["template"]["spec"]
+        assert spec["serviceAccountName"] == "mediaflow-irsa"
+    # create: true with a name makes that one account for every component
+    shared = render(chart, installable({"serviceAccount": {"name": "mediaflow"}}))
+    accounts = [sa["metadata"]["name"] for sa in of_kind(shared, "ServiceAccount")]
+    assert sorted(accounts) == ["mediaflow", f"{RELEASE}-migrations"]
+    for component in COMPONENTS:
+        spec = _deployment(shared, component)["spec"]["template"]["spec"]
+        assert spec["serviceAccountName"] == "mediaflow"
+
+
+def test_service_monitor_namespace_and_relabelings(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    monitors = of_kind(rendered["extensions"], "ServiceMonitor")
+    assert len(monitors) == len(COMPONENTS)
+    for monitor in monitors:
+        assert monitor["metadata"]["namespace"] == "monitoring"
+        # still the release namespace's Services
+        assert monitor["spec"]["namespaceSelector"]["matchNames"] == [NAMESPACE]
+        (endpoint,) = monitor["spec"]["endpoints"]
+        assert endpoint["relabelings"] == [
+            {"sourceLabels": ["__meta_kubernetes_pod_node_name"], "targetLabel": "node"}
+        ]
+        assert endpoint["metricRelabelings"][0]["action"] == "drop"
+
+
+def test_network_policy_extra_rules_and_node_local_dns(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    docs = rendered["extensions"]
+    for component in (*COMPONENTS, "migrations"):
+        policy = _policy(docs, component)["spec"]
+        dns = policy["egress"][0]
+        assert {"port": 53, "protocol": "UDP"} in dns["ports"]
+        assert {"ipBlock": {"cidr": "169.254.20.10/32"}} in dns["to"]
+        assert policy["egress"][-1]["ports"] == [{"port": 4318, "protocol": "TCP"}]
+        if component != "migrations":
+            assert policy["ingress"][-1]["ports"] == [{"port": 4191, "protocol": "TCP"}]
+    # the worker's own rule keeps NodeLocal DNSCache's address out of the internet block
+    # (169.254.0.0/16 stays excepted) while DNS to it is allowed
+    worker = _policy(docs, "worker")["spec"]["egress"]
+    internet = [p["ipBlock"] for r in worker for p in r["to"] if "ipBlock" in p]
+    assert any("169.254.0.0/16" in b.get("except", []) for b in internet)
+
+
 # ---- traffic -----------------------------------------------------------------------------------
 
 
@@ -444,11 +678,11 @@ def route_ingress(docs: list[dict[str, Any]], path: str) -> str:
 def test_ingress_routes_api_md(
     rendered: dict[str, list[dict[str, Any]]], path: str, component: str
 ) -> None:
-    assert route_ingress(rendered["default"], path) == f"{RELEASE}-{component}"
+    assert route_ingress(rendered["ingress"], path) == f"{RELEASE}-{component}"
 
 
 def test_internal_and_health_paths_reach_no_pod(rendered: dict[str, list[dict[str, Any]]]) -> None:
-    docs = rendered["default"]
+    docs = rendered["ingress"]
     blocked = one(docs, "Service", f"{RELEASE}-blocked")
     assert "selector" not in blocked["spec"]  # no endpoints: nothing behind it
     # auth is reached only through /v1/auth
@@ -460,21 +694,27 @@ def test_internal_and_health_paths_reach_no_pod(rendered: dict[str, list[dict[st
     )
 
 
-def test_sse_ingress_is_unbuffered_with_long_timeouts(
+def test_sse_ingress_carries_the_controllers_sse_annotations(
     rendered: dict[str, list[dict[str, Any]]],
 ) -> None:
-    events = one(rendered["default"], "Ingress", f"{RELEASE}-events")
+    events = one(rendered["ingress"], "Ingress", f"{RELEASE}-events")
     ((path, path_type, backend, _),) = _ingress_paths([events])
     assert (path, path_type, backend) == ("/v1/events", "Exact", f"{RELEASE}-notifier")
-    annotations = events["metadata"]["annotations"]
-    assert annotations["nginx.ingress.kubernetes.io/proxy-buffering"] == "off"
-    assert int(annotations["nginx.ingress.kubernetes.io/proxy-read-timeout"]) >= 3600
-    assert int(annotations["nginx.ingress.kubernetes.io/proxy-send-timeout"]) >= 3600
+    assert events["metadata"]["annotations"] == {"haproxy.org/timeout-server": "3600s"}
+    assert events["spec"]["ingressClassName"] == "haproxy"
     # the main Ingress keeps the controller's defaults
-    main = one(rendered["default"], "Ingress", RELEASE)
-    assert "nginx.ingress.kubernetes.io/proxy-buffering" not in main["metadata"].get(
-        "annotations", {}
-    )
+    main = one(rendered["ingress"], "Ingress", RELEASE)
+    assert "annotations" not in main["metadata"]
+
+
+def test_the_httproute_is_the_default_route(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    docs = rendered["default"]
+    assert of_kind(docs, "Ingress") == []
+    route = one(docs, "HTTPRoute", RELEASE)
+    assert route["spec"]["hostnames"] == ["media.example.com"]  # config.publicUrl's host
+    # and no ingress-nginx annotation is left anywhere in the defaults
+    values = (CHART / "values.yaml").read_text()
+    assert "nginx.ingress.kubernetes.io" not in values
 
 
 def test_ingress_host_and_tls(
@@ -485,13 +725,19 @@ def test_ingress_host_and_tls(
     assert main["spec"]["tls"] == [{"secretName": "mediaflow-tls", "hosts": ["media.example.org"]}]
     assert main["metadata"]["annotations"]["cert-manager.io/cluster-issuer"] == "letsencrypt"
     # an IP in PUBLIC_URL cannot be an Ingress host: the rules then match any host
-    local = render(chart, {"config": {"publicUrl": "http://127.0.0.1:8080"}})
+    local = render(
+        chart,
+        installable(
+            {"config": {"publicUrl": "http://127.0.0.1:8080"}, "ingress": {"enabled": True}}
+        ),
+    )
+    assert of_kind(local, "Ingress")
     for ingress in of_kind(local, "Ingress"):
         assert "host" not in ingress["spec"]["rules"][0]
 
 
-def route_httproute(route: dict[str, Any], path: str) -> list[str]:
-    """Backend names of the HTTPRoute rule that wins for `path` (Exact, then longest prefix)."""
+def route_httproute(route: dict[str, Any], path: str) -> dict[str, Any]:
+    """The HTTPRoute rule that wins for `path` (Exact, then the longest prefix)."""
     best: tuple[int, int, dict[str, Any]] | None = None
     for rule in route["spec"]["rules"]:
         for match in rule["matches"]:
@@ -505,7 +751,20 @@ def route_httproute(route: dict[str, Any], path: str) -> list[str]:
             if best is None or score > best[:2]:
                 best = (*score, rule)
     assert best is not None, path
-    return [ref["name"] for ref in best[2].get("backendRefs", [])]
+    return best[2]
+
+
+def forwarded(route: dict[str, Any], path: str) -> tuple[list[str], str]:
+    """(backend names, path the backend sees) of a request for `path`."""
+    rule = route_httproute(route, path)
+    seen = path
+    for f in rule.get("filters", []):
+        if f["type"] == "URLRewrite" and f["urlRewrite"]["path"]["type"] == "ReplaceFullPath":
+            seen = f["urlRewrite"]["path"]["replaceFullPath"]
+    return [ref["name"] for ref in rule.get("backendRefs", [])], seen
+
+
+BLOCKED_PATHS = ("/internal/v1/sessions/verify", "/metrics", "/healthz", "/readyz", "/diagnostics")
 
 
 def test_httproute_routes_api_md(rendered: dict[str, list[dict[str, Any]]]) -> None:
@@ -516,27 +775,86 @@ def test_httproute_routes_api_md(rendered: dict[str, list[dict[str, Any]]]) -> N
     assert route["spec"]["hostnames"] == ["media.example.net"]
     assert route["spec"]["parentRefs"][0]["name"] == "gateway"
     cases = {
-        "/v1/auth/sign-up": [f"{RELEASE}-auth"],
-        "/v1/events": [f"{RELEASE}-notifier"],
-        "/v1/tasks": [f"{RELEASE}-gateway"],
-        "/": [f"{RELEASE}-gateway"],
-        "/internal/v1/sessions/verify": [],
-        "/metrics": [],
-        "/healthz": [],
-        "/readyz": [],
-        "/diagnostics": [],
+        "/v1/auth/sign-up": f"{RELEASE}-auth",
+        "/v1/events": f"{RELEASE}-notifier",
+        "/v1/tasks": f"{RELEASE}-gateway",
+        "/": f"{RELEASE}-gateway",
     }
-    for path, backends in cases.items():
-        assert route_httproute(route, path) == backends, path
-    (events_rule,) = [
-        r for r in route["spec"]["rules"] if r["matches"][0]["path"]["value"] == "/v1/events"
-    ]
-    assert events_rule["timeouts"] == {"request": "3600s", "backendRequest": "3600s"}
+    for path, backend in cases.items():
+        assert forwarded(route, path) == ([backend], path), path
     services = {s["metadata"]["name"]: s for s in of_kind(docs, "Service")}
     for rule in route["spec"]["rules"]:
         for ref in rule.get("backendRefs", []):
             ports = [p["port"] for p in services[ref["name"]]["spec"]["ports"]]
             assert ref["port"] in ports
+
+
+def test_httproute_carries_the_sse_settings(
+    rendered: dict[str, list[dict[str, Any]]], chart: helm_python.Chart
+) -> None:
+    from mediaflow_notifier.settings import NotifierSettings
+
+    heartbeat = NotifierSettings.model_fields["sse_heartbeat_seconds"].default
+    route = one(rendered["default"], "HTTPRoute", RELEASE)
+    events = route_httproute(route, "/v1/events")
+    assert [m["path"] for m in events["matches"]] == [{"type": "Exact", "value": "/v1/events"}]
+    timeouts = events["timeouts"]
+    # An hour's stream, not the 15 s an Envoy route allows by default; well past the heartbeat
+    seconds = {k: int(v.removesuffix("s")) for k, v in timeouts.items()}
+    assert seconds == {"request": 3600, "backendRequest": 3600}
+    assert seconds["backendRequest"] <= seconds["request"]
+    assert seconds["request"] > 10 * heartbeat
+    # only the stream gets them: the API keeps the Gateway's own request timeout
+    for path in ("/v1/tasks", "/v1/auth/sign-in", "/"):
+        assert "timeouts" not in route_httproute(route, path)
+    custom = render(
+        chart,
+        installable({"gatewayApi": {"eventsTimeouts": {"request": "0s", "backendRequest": "0s"}}}),
+    )
+    assert route_httproute(one(custom, "HTTPRoute", RELEASE), "/v1/events")["timeouts"] == {
+        "request": "0s",
+        "backendRequest": "0s",
+    }
+
+
+def test_httproute_answers_blocked_paths_with_the_gateways_problem_json(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    """The private paths reach the gateway rewritten to a path it has no route for, so the
+    client gets the gateway's own 404 problem+json, never a service's /metrics."""
+    from litestar.testing import TestClient
+
+    from mediaflow_gateway.app import create_app
+    from mediaflow_gateway.settings import GatewaySettings
+
+    route = one(rendered["default"], "HTTPRoute", RELEASE)
+    settings = GatewaySettings(
+        database_url="postgresql://u:p@127.0.0.1:1/none",
+        amqp_url="amqp://u:p@127.0.0.1:1/",
+        service_secret="s" * 40,
+        s3_access_key_id="key",
+        s3_secret_access_key="secret",
+    )
+    client = TestClient(create_app(settings))  # no lifespan: routing alone answers this
+    for path in BLOCKED_PATHS:
+        backends, seen = forwarded(route, path)
+        assert backends == [f"{RELEASE}-gateway"], path
+        assert seen != path
+        response = client.get(seen)
+        assert response.status_code == 404, path
+        assert response.headers["content-type"] == "application/problem+json"
+        assert response.json()["code"] == "not_found"
+    # the same paths are served when asked directly: the rewrite is what hides them
+    assert client.get("/metrics").status_code == 200
+
+
+def test_httproute_blocked_paths_without_urlrewrite(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    route = one(rendered["everything"], "HTTPRoute", RELEASE)  # mode: noBackend
+    for path in BLOCKED_PATHS:
+        rule = route_httproute(route, path)
+        assert "backendRefs" not in rule and "filters" not in rule, path
 
 
 # ---- scaling -----------------------------------------------------------------------------------
@@ -545,7 +863,7 @@ def test_httproute_routes_api_md(rendered: dict[str, list[dict[str, Any]]]) -> N
 def test_keda_and_worker_hpa_are_mutually_exclusive(chart: helm_python.Chart) -> None:
     both = {"worker": {"keda": {"enabled": True}, "autoscaling": {"enabled": True}}}
     with pytest.raises(helm_python.HelmRenderError, match="mutually exclusive"):
-        render_raw(chart, both)
+        render_raw(chart, installable(both))
 
 
 def test_keda_scales_the_worker_on_the_jobs_queue(
@@ -558,15 +876,17 @@ def test_keda_scales_the_worker_on_the_jobs_queue(
     (trigger,) = scaled["spec"]["triggers"]
     assert trigger["type"] == "rabbitmq"
     assert trigger["metadata"] == {
-        "protocol": "amqp",
+        "protocol": "http",
         "queueName": "media.jobs",
         "mode": "QueueLength",
         "value": "5",
     }
     auth = one(docs, "TriggerAuthentication", trigger["authenticationRef"]["name"])
     assert auth["spec"]["secretTargetRef"] == [
-        {"parameter": "host", "name": RELEASE, "key": "amqp-url"}
+        {"parameter": "host", "name": RELEASE, "key": "amqp-management-url"}
     ]
+    secret = one(docs, "Secret", RELEASE)["stringData"]
+    assert secret["amqp-management-url"].startswith("http://mediaflow:")
     worker = one(docs, "Deployment", f"{RELEASE}-worker")
     assert "replicas" not in worker["spec"]  # KEDA owns it
     assert [
@@ -574,6 +894,59 @@ def test_keda_scales_the_worker_on_the_jobs_queue(
         for h in of_kind(docs, "HorizontalPodAutoscaler")
         if h["metadata"]["name"].endswith("worker")
     ] == []
+
+
+def test_keda_counts_jobs_in_flight(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    """KEDA's rabbitmq scaler counts ready *and* unacknowledged messages only over the
+    management API (protocol http, excludeUnacknowledged unset); over AMQP it sees ready
+    ones alone, and a worker running the queue's last job could be scaled to zero."""
+    for name in ("keda", "everything"):
+        scaled = one(rendered[name], "ScaledObject", f"{RELEASE}-worker")
+        (trigger,) = scaled["spec"]["triggers"]
+        assert trigger["metadata"]["protocol"] == "http"
+        assert trigger["metadata"]["mode"] == "QueueLength"
+        assert trigger["metadata"].get("excludeUnacknowledged", "false") == "false"
+        assert "useRegex" not in trigger["metadata"]  # one queue: media.jobs
+        auth = one(rendered[name], "TriggerAuthentication", trigger["authenticationRef"]["name"])
+        (ref,) = auth["spec"]["secretTargetRef"]
+        assert ref["key"] == "amqp-management-url"
+
+
+def test_keda_needs_the_management_api_url(chart: helm_python.Chart) -> None:
+    values = installable({"worker": {"keda": {"enabled": True}}})
+    missing = r"secrets\.amqpManagementUrl is required"
+    with pytest.raises(helm_python.HelmRenderError, match=missing):
+        render_raw(chart, values)
+    values["secrets"]["amqpManagementUrl"] = "http://rabbitmq:15672/%2F"
+    with pytest.raises(helm_python.HelmRenderError, match=r"amqpManagementUrl .* has no password"):
+        render_raw(chart, values)
+
+
+def test_scale_down_never_ends_a_running_job_before_its_grace(
+    rendered: dict[str, list[dict[str, Any]]], chart: helm_python.Chart
+) -> None:
+    from mediaflow_worker.settings import WorkerSettings
+
+    longest_fetch = WorkerSettings.model_fields["fetch_total_timeout_seconds"].default
+    for name in ("keda", "everything", "default"):
+        worker = one(rendered[name], "Deployment", f"{RELEASE}-worker")
+        spec = worker["spec"]["template"]["spec"]
+        env = {e["name"]: e.get("value") for e in spec["containers"][0]["env"]}
+        grace = float(env["SHUTDOWN_GRACE_SECONDS"])
+        # a draining worker lets its jobs run past the longest download, and Kubernetes
+        # waits for it to finish draining
+        assert grace > longest_fetch
+        assert spec["terminationGracePeriodSeconds"] > grace
+    scaled = one(rendered["keda"], "ScaledObject", f"{RELEASE}-worker")
+    scale_down = scaled["spec"]["advanced"]["horizontalPodAutoscalerConfig"]["behavior"][
+        "scaleDown"
+    ]
+    assert scale_down["stabilizationWindowSeconds"] >= 300
+    assert scale_down["policies"] == [{"type": "Pods", "value": 1, "periodSeconds": 120}]
+    assert scaled["spec"]["cooldownPeriod"] >= 60
+    short = installable({"worker": {"terminationGracePeriodSeconds": 60}})
+    with pytest.raises(helm_python.HelmRenderError, match=r"must exceed worker\.shutdownGrace"):
+        render_raw(chart, short)
 
 
 def test_hpas_for_gateway_and_notifier(rendered: dict[str, list[dict[str, Any]]]) -> None:
@@ -635,6 +1008,8 @@ def test_generated_secret_has_every_key(
         return
     assert len(made[RELEASE]["service-secret"]) >= 32
     for owner, secret, key in refs:
+        if secret == "otel-auth":  # extraEnvVars naming a Secret of the operator's
+            continue
         assert secret in made, (owner, secret)
         assert key in made[secret], (owner, secret, key)
 
@@ -644,7 +1019,7 @@ def test_a_component_database_url_lands_in_the_generated_secret(
 ) -> None:
     docs = rendered["everything"]
     secret = one(docs, "Secret", RELEASE)["stringData"]
-    assert secret["auth-database-url"] == "postgresql://mediaflow_auth@postgresql:5432/mediaflow"
+    assert secret["auth-database-url"].startswith("postgresql://mediaflow_auth:")
     refs = {owner: key for owner, _, key in _secret_refs(docs) if key.endswith("database-url")}
     assert refs[f"{RELEASE}-auth"] == "auth-database-url"
     assert refs[f"{RELEASE}-gateway"] == "database-url"
@@ -671,7 +1046,7 @@ def test_component_database_url_without_its_value_fails(
     chart: helm_python.Chart, values: dict[str, Any], message: str
 ) -> None:
     with pytest.raises(helm_python.HelmRenderError, match=message):
-        render_raw(chart, values)
+        render_raw(chart, installable(values))
 
 
 def test_component_database_url_key_from_an_existing_secret(chart: helm_python.Chart) -> None:
@@ -696,6 +1071,127 @@ def test_existing_secret_replaces_the_generated_one(
     keda = render_everything_with_existing_secret()
     auth = one(keda, "TriggerAuthentication", f"{RELEASE}-worker")
     assert auth["spec"]["secretTargetRef"][0]["name"] == "mediaflow-credentials"
+
+
+_SERVICE_SECRET_MISSING = r"secrets\.serviceSecret \(SERVICE_SECRET\) is required"
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({}, _SERVICE_SECRET_MISSING),
+        ({"secrets": {"serviceSecret": ""}}, _SERVICE_SECRET_MISSING),
+        (
+            {"secrets": {"databaseUrl": "postgresql://mediaflow@postgresql:5432/mediaflow"}},
+            r"secrets\.databaseUrl \(DATABASE_URL\) has no password",
+        ),
+        (
+            {"secrets": {"databaseUrl": "postgresql://mediaflow:@postgresql:5432/mediaflow"}},
+            r"secrets\.databaseUrl \(DATABASE_URL\) has no password",
+        ),
+        (
+            {"secrets": {"migrationsDatabaseUrl": "postgresql://owner@postgresql/mediaflow"}},
+            r"secrets\.migrationsDatabaseUrl \(the migrations DATABASE_URL\) has no password",
+        ),
+        (
+            {
+                "auth": {"databaseUrlSecretKey": "auth-database-url"},
+                "secrets": {"databaseUrls": {"auth": "postgresql://auth@postgresql/mediaflow"}},
+            },
+            r"secrets\.databaseUrls\.auth \(auth's DATABASE_URL\) has no password",
+        ),
+        (
+            {"secrets": {"amqpUrl": "amqp://rabbitmq:5672/"}},
+            r"secrets\.amqpUrl \(AMQP_URL\) has no password",
+        ),
+        (
+            {"secrets": {"amqpUrl": "amqp://mediaflow@rabbitmq:5672/"}},
+            r"secrets\.amqpUrl \(AMQP_URL\) has no password",
+        ),
+        (
+            {"secrets": {"s3AccessKeyId": ""}},
+            r"secrets\.s3AccessKeyId is required \(S3_ACCESS_KEY_ID\)",
+        ),
+        (
+            {"secrets": {"s3SecretAccessKey": ""}},
+            r"secrets\.s3SecretAccessKey is required \(S3_SECRET_ACCESS_KEY\)",
+        ),
+    ],
+)
+def test_a_missing_credential_fails_the_render_naming_it(
+    chart: helm_python.Chart, values: dict[str, Any], message: str
+) -> None:
+    """No install "succeeds" with pods that cannot reach their dependencies."""
+    start = values_set("default") if values else {}
+    with pytest.raises(helm_python.HelmRenderError, match=message):
+        render_raw(chart, merge(start, values))
+
+
+def test_credentials_that_are_present_pass(chart: helm_python.Chart) -> None:
+    # libpq's password= parameter counts; a cloud role stands in for the S3 keys
+    values = {
+        "secrets": {
+            "databaseUrl": "postgresql://mediaflow@postgresql/mediaflow?password=pw",
+            "s3AccessKeyId": "",
+            "s3SecretAccessKey": "",
+        },
+        "config": {"s3": {"useRole": True}},
+    }
+    assert render(chart, installable(values))
+    # a Secret of the operator's own is not the chart's to check
+    assert render(chart, {"secrets": {"existingSecret": "mediaflow-credentials"}})
+
+
+def _secret_and_checksums(
+    chart: helm_python.Chart, values: dict[str, Any]
+) -> tuple[dict[str, Any], set[str], set[str]]:
+    docs = render(chart, values)
+    annotations = [
+        d["spec"]["template"]["metadata"]["annotations"] for d in of_kind(docs, "Deployment")
+    ]
+    assert len(annotations) == len(COMPONENTS)
+    return (
+        one(docs, "Secret", RELEASE),
+        {a["checksum/secret"] for a in annotations},
+        {a["checksum/config"] for a in annotations},
+    )
+
+
+def test_two_renders_give_the_same_secret(chart: helm_python.Chart) -> None:
+    """What `helm template` (Argo CD, Flux) renders is stable: nothing random, no lookup."""
+    values = values_set("everything")
+    first = render(chart, values)
+    second = render(chart, values)
+    assert of_kind(first, "Secret") == of_kind(second, "Secret")
+    assert [d for d in first if d["kind"] == "Deployment"] == [
+        d for d in second if d["kind"] == "Deployment"
+    ]
+    for template in (CHART / "templates").rglob("*"):
+        if template.is_file():
+            generators = re.findall(
+                r"\b(lookup|rand[A-Z]\w*|uuidv4|genPrivateKey|genCA)\b", template.read_text()
+            )
+            assert generators == [], template.name
+
+
+def test_checksum_annotations_follow_the_secret_and_the_config(chart: helm_python.Chart) -> None:
+    base = values_set("default")
+    secret, secret_sums, config_sums = _secret_and_checksums(chart, base)
+    assert len(secret_sums) == 1
+    assert len(config_sums) == 1
+    rotated = merge(base, {"secrets": {"serviceSecret": "rotated-service-secret-0123456789abcdef"}})
+    secret2, secret_sums2, config_sums2 = _secret_and_checksums(chart, rotated)
+    assert secret2 != secret
+    assert secret_sums2.isdisjoint(secret_sums)  # every pod restarts
+    assert config_sums2 == config_sums
+    relogged = merge(base, {"config": {"logLevel": "debug"}})
+    _, secret_sums3, config_sums3 = _secret_and_checksums(chart, relogged)
+    assert secret_sums3 == secret_sums
+    assert config_sums3.isdisjoint(config_sums)
+    # with a Secret of the operator's, the chart cannot see its contents: no checksum
+    existing = render(chart, {"secrets": {"existingSecret": "mediaflow-credentials"}})
+    for deployment in of_kind(existing, "Deployment"):
+        assert "checksum/secret" not in deployment["spec"]["template"]["metadata"]["annotations"]
 
 
 def render_everything_with_existing_secret() -> list[dict[str, Any]]:
@@ -737,7 +1233,7 @@ def test_migrations_job_is_a_pre_install_and_pre_upgrade_hook(
     assert ref == {"name": "mediaflow-credentials", "key": "database-url"}
     # a separate migrations DSN (a role with DDL rights) when configured
     everything = one(rendered["everything"], "Secret", f"{RELEASE}-migrations")
-    assert everything["stringData"]["database-url"].startswith("postgresql://mediaflow_owner@")
+    assert everything["stringData"]["database-url"].startswith("postgresql://mediaflow_owner:")
 
 
 def test_helm_test_checks_the_gateway_readyz(rendered: dict[str, list[dict[str, Any]]]) -> None:
@@ -848,7 +1344,7 @@ def test_worker_policy_refuses_an_unpinned_dependency(
     with pytest.raises(helm_python.HelmRenderError, match=unpinned):
         render_raw(chart, values)
     with pytest.raises(helm_python.HelmRenderError, match="worker's NetworkPolicy"):
-        render_raw(chart, {"networkPolicy": {"enabled": True}})
+        render_raw(chart, installable({"networkPolicy": {"enabled": True}}))
 
 
 def _readme_production_values() -> dict[str, Any]:
@@ -957,6 +1453,7 @@ def test_alert_rules_parse_and_name_only_exported_metrics(
         "MediaflowOutboxBacklog",
         "MediaflowNotifierDeliveryLagHigh",
         "MediaflowAuthUnavailable",
+        "MediaflowRabbitMQMetricsAbsent",
     }
     for alert in alerts:
         names = metric_names(alert["expr"])  # raises ValueError on bad PromQL
@@ -969,6 +1466,41 @@ def test_alert_rules_parse_and_name_only_exported_metrics(
     # the RabbitMQ selector reaches the queue matchers
     dlq = next(a for a in alerts if a["alert"] == "MediaflowDeadLetterQueueNotEmpty")
     assert 'queue="media.jobs.dlq",vhost="/"' in dlq["expr"]
+
+
+def test_every_alert_has_a_runbook_in_the_repository(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    base = yaml.safe_load((CHART / "values.yaml").read_text())["prometheusRule"]["runbookBaseUrl"]
+    alerts = [r for g in _rules(rendered["everything"])["spec"]["groups"] for r in g["rules"]]
+    runbooks = REPO / "docs" / "runbooks"
+    pages = set()
+    for alert in alerts:
+        url = alert["annotations"]["runbook_url"]
+        assert url.startswith(base + "/"), alert["alert"]
+        page = runbooks / url.removeprefix(base + "/")
+        assert page.is_file(), (alert["alert"], url)
+        assert page.read_text().startswith(f"# {alert['alert']}\n"), page.name
+        pages.add(page.name)
+    # one page per alert, each listed in the index
+    assert pages == {p.name for p in runbooks.glob("*.md")} - {"README.md"}
+    index = (runbooks / "README.md").read_text()
+    for alert in alerts:
+        assert alert["alert"] in index
+
+
+def test_rabbitmq_metrics_absent_alert_watches_the_series_the_queue_alerts_read(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    alerts = {
+        r["alert"]: r for g in _rules(rendered["everything"])["spec"]["groups"] for r in g["rules"]
+    }
+    absent = alerts["MediaflowRabbitMQMetricsAbsent"]["expr"]
+    assert absent.startswith("absent(")
+    # the same selector as the backlog alert's, so a selector that matches nothing fires it
+    (selector,) = re.findall(r"absent\(rabbitmq_detailed_queue_messages_ready\{([^}]*)\}", absent)
+    assert f"{{{selector}}}" in alerts["MediaflowJobQueueBacklogOld"]["expr"]
+    assert selector.strip() == 'queue="media.jobs",vhost="/"'
 
 
 def test_metric_check_rejects_unknown_names() -> None:
@@ -984,7 +1516,7 @@ def test_alerts_with_promtool(chart: helm_python.Chart, tmp_path: Path) -> None:
     """`promtool check rules` and the unit tests in alerts_test.yaml. promtool comes with
     Debian's `prometheus` package; where it is missing, every expression and template is
     still checked by a PromQL parser, and every alert must have a unit test waiting."""
-    docs = render(chart, {"prometheusRule": {"enabled": True}})
+    docs = render(chart, installable({"prometheusRule": {"enabled": True}}))
     spec = _rules(docs)["spec"]
     (tmp_path / "rules.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     shutil.copy(Path(__file__).with_name("alerts_test.yaml"), tmp_path / "alerts_test.yaml")
@@ -1041,6 +1573,25 @@ def test_dashboard_is_valid_and_names_only_exported_metrics(
     for panel in dashboard["panels"]:
         if panel["type"] != "row":
             assert panel["datasource"]["uid"] == "${datasource}"
+    # the pods themselves: CPU, memory, restarts, replicas
+    assert {
+        "container_cpu_usage_seconds_total",
+        "container_memory_working_set_bytes",
+        "kube_pod_container_status_restarts_total",
+        "kube_deployment_status_replicas_available",
+        "kube_deployment_spec_replicas",
+    } <= seen
+    titles = {p["title"] for p in dashboard["panels"]}
+    assert {"CPU per pod", "Memory per pod", "Container restarts (1h)", "Replicas"} <= titles
+    # panels do not overlap on the grid
+    cells: set[tuple[int, int]] = set()
+    for panel in dashboard["panels"]:
+        g = panel["gridPos"]
+        mine = {
+            (x, y) for x in range(g["x"], g["x"] + g["w"]) for y in range(g["y"], g["y"] + g["h"])
+        }
+        assert not mine & cells, panel["title"]
+        cells |= mine
 
 
 def test_notes_render_for_every_values_set(chart: helm_python.Chart) -> None:
@@ -1062,6 +1613,72 @@ def test_deploy_readme_states_the_sse_heartbeat_default() -> None:
     assert stated == [f"{default:g}"]
 
 
+# ---- chart metadata and README -----------------------------------------------------------------
+
+
+def _chart_yaml() -> dict[str, Any]:
+    chart: dict[str, Any] = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    return chart
+
+
+def test_chart_metadata_for_artifact_hub() -> None:
+    meta = _chart_yaml()
+    source = meta["sources"][0]
+    assert source.startswith("https://github.com/")
+    # the icon is a file of the repository, served raw
+    raw = source.replace("https://github.com/", "https://raw.githubusercontent.com/") + "/main/"
+    assert meta["icon"].startswith(raw)
+    assert (REPO / meta["icon"].removeprefix(raw)).is_file()
+    annotations = meta["annotations"]
+    changes = yaml.safe_load(annotations["artifacthub.io/changes"])
+    assert changes
+    assert all(
+        c["kind"] in {"added", "changed", "deprecated", "removed", "fixed", "security"}
+        for c in changes
+    )
+    assert all(c["description"] for c in changes)
+    links = yaml.safe_load(annotations["artifacthub.io/links"])
+    for link in links:
+        assert link["url"].startswith(source + "/"), link
+        path = link["url"].removeprefix(source + "/").split("/", 2)[-1]
+        assert (REPO / path).exists(), link
+    images = yaml.safe_load(annotations["artifacthub.io/images"])
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert images == [
+        {"name": "mediaflow", "image": f"{values['image']['repository']}:{meta['appVersion']}"}
+    ]
+    # the runbooks live in the repository the chart names as its source
+    base = values["prometheusRule"]["runbookBaseUrl"]
+    assert base == f"{source}/blob/main/docs/runbooks"
+
+
+def test_helm_show_readme_is_the_chart_readme() -> None:
+    readme = helm_python.show(str(CHART), output_format="readme")
+    assert readme.startswith("# mediaflow Helm chart")
+    assert "| `secrets.existingSecret` |" in readme
+
+
+def test_chart_readme_values_table_is_current() -> None:
+    from devstack import chart_doc
+
+    text = (CHART / "README.md").read_text()
+    assert chart_doc.with_table(text) == text, "run: python -m devstack.chart_doc --write"
+    table = chart_doc.markdown()
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    # every top-level value is in the table, itself or through its keys
+    keys = [line.split("`")[1] for line in table.splitlines()[2:]]
+    assert {k.split(".")[0] for k in keys} == set(values)
+    for key in ("secrets.existingSecret", "config.s3.useRole", "worker.shutdownGraceSeconds"):
+        assert key in keys
+
+
+def test_chart_doc_reads_described_keys_only() -> None:
+    from devstack import chart_doc
+
+    text = "a:\n  # -- the b\n  # on two lines\n  b: 1\n  c: 2\n# -- the d\nd: [x]\n"
+    assert chart_doc.documented_keys(text) == [("a.b", "the b on two lines"), ("d", "the d")]
+
+
 # ---- image and skaffold ------------------------------------------------------------------------
 
 
@@ -1079,7 +1696,11 @@ def test_dockerfile_is_multi_stage_non_root_and_frozen() -> None:
     froms = [line for line in lines if line.startswith("FROM ")]
     assert len(froms) >= 3  # uv, builder, runtime
     args = dict(line[4:].split("=", 1) for line in lines if line.startswith("ARG ") and "=" in line)
-    assert args["PYTHON_IMAGE"] == "python:3.11-slim"
+    # an exact version and the digest of its multi-arch index, never a floating tag
+    assert re.fullmatch(
+        r"python:3\.11\.\d+-slim-bookworm@sha256:[0-9a-f]{64}", args["PYTHON_IMAGE"]
+    ), args["PYTHON_IMAGE"]
+    assert re.fullmatch(r"\d+\.\d+\.\d+", args["UV_VERSION"])
     assert froms[-1].startswith("FROM ${PYTHON_IMAGE}")
     syncs = [line for line in lines if "uv sync" in line]
     assert syncs
@@ -1162,7 +1783,7 @@ def test_skaffold_builds_the_image_the_chart_deploys(chart: helm_python.Chart) -
         injected = {
             "image": {"repository": "registry.local/mediaflow", "tag": "abc123@sha256:" + "0" * 64}
         }
-        docs = render(chart, injected)
+        docs = render(chart, installable(injected))
         images = {c["image"] for _, spec in pod_specs(docs) for c in spec["containers"]}
         assert images == {"registry.local/mediaflow:abc123@sha256:" + "0" * 64}
 
@@ -1188,30 +1809,39 @@ def test_skaffold_dev_profile_and_port_forwards(chart: helm_python.Chart) -> Non
             ports = [p["port"] for p in services[forward["resourceName"]]["spec"]["ports"]]
             assert forward["port"] in ports
     # the throwaway dependencies the dev profile deploys are valid Kubernetes objects
+    images = []
     for path in dev["manifests"]["rawYaml"]:
         for doc in yaml.safe_load_all((REPO / path).read_text()):
             kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
+            if doc["kind"] == "Deployment":
+                images += [c["image"] for c in doc["spec"]["template"]["spec"]["containers"]]
+    (seaweedfs,) = [i for i in images if "seaweedfs" in i]
+    assert re.fullmatch(r"chrislusf/seaweedfs:\d+\.\d+@sha256:[0-9a-f]{64}", seaweedfs)
+    assert not any(i.endswith(":latest") or ":" not in i for i in images), images
 
 
 def test_a_role_replaces_the_s3_keys_on_the_s3_users_only(chart: helm_python.Chart) -> None:
-    """With the S3 key names emptied no pod reads static keys (botocore's credential chain
+    """With config.s3.useRole no pod reads static keys (botocore's credential chain
     takes over), the IRSA annotation lands on the gateway's and worker's ServiceAccounts
     alone, and the S3 settings reach the ConfigMap."""
     role = {"eks.amazonaws.com/role-arn": "arn:aws:iam::111122223333:role/mediaflow-s3"}
     docs = render(
         chart,
-        {
-            "secrets": {"keys": {"s3AccessKeyId": "", "s3SecretAccessKey": ""}},
-            "config": {
-                "s3": {
-                    "serviceAccountAnnotations": role,
-                    "addressingStyle": "virtual",
-                    "sse": "aws:kms",
-                    "sseKmsKeyId": "arn:aws:kms:eu-west-1:111122223333:key/k",
-                    "copyThresholdBytes": 1073741824,
-                }
-            },
-        },
+        installable(
+            {
+                "secrets": {"s3AccessKeyId": "", "s3SecretAccessKey": ""},
+                "config": {
+                    "s3": {
+                        "useRole": True,
+                        "serviceAccountAnnotations": role,
+                        "addressingStyle": "virtual",
+                        "sse": "aws:kms",
+                        "sseKmsKeyId": "arn:aws:kms:eu-west-1:111122223333:key/k",
+                        "copyThresholdBytes": 1073741824,
+                    }
+                },
+            }
+        ),
     )
     for component in ("auth", "gateway", "notifier", "worker"):
         account = one(docs, "ServiceAccount", f"{RELEASE}-{component}")
@@ -1230,5 +1860,3 @@ def test_a_role_replaces_the_s3_keys_on_the_s3_users_only(chart: helm_python.Cha
         "arn:aws:kms:eu-west-1:111122223333:key/k",
     )
     assert data["S3_COPY_THRESHOLD_BYTES"] == "1073741824"
-    with pytest.raises(helm_python.HelmRenderError, match="both set"):
-        render(chart, {"secrets": {"keys": {"s3AccessKeyId": ""}}})

@@ -67,22 +67,74 @@ app.kubernetes.io/component: {{ .component }}
 app.kubernetes.io/component: {{ .component }}
 {{- end }}
 
-{{/* ServiceAccount name of a component. */}}
+{{/*
+ServiceAccount name of a component: serviceAccount.name when set (one account for every
+component, made by the chart when `create`, else brought by you), else one per component
+when `create`, else the namespace's default.
+*/}}
 {{- define "mediaflow.serviceAccountName" -}}
-{{- if .root.Values.serviceAccount.create }}
+{{- if .root.Values.serviceAccount.name }}
+{{- .root.Values.serviceAccount.name }}
+{{- else if .root.Values.serviceAccount.create }}
 {{- include "mediaflow.componentName" . }}
 {{- else }}
 {{- "default" }}
 {{- end }}
 {{- end }}
 
-{{/* The image reference: repository[:tag][@digest]. */}}
+{{/*
+The image reference, [registry/]repository[:tag][@digest]: (dict "root" $ "component" "worker").
+A component's own `image` overrides the shared one key by key; global.imageRegistry prefixes
+the repository.
+*/}}
 {{- define "mediaflow.image" -}}
-{{- $tag := default .Chart.AppVersion .Values.image.tag }}
-{{- if .Values.image.digest }}
-{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- $root := .root }}
+{{- $image := deepCopy $root.Values.image }}
+{{- with .component }}
+{{- $own := (index $root.Values .).image | default dict }}
+{{- range $key, $value := $own }}
+{{- if $value }}
+{{- $_ := set $image $key $value }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- $repository := $image.repository }}
+{{- with (($root.Values.global | default dict).imageRegistry) }}
+{{- $repository = printf "%s/%s" (trimSuffix "/" .) $repository }}
+{{- end }}
+{{- $tag := default $root.Chart.AppVersion $image.tag }}
+{{- if $image.digest }}
+{{- printf "%s@%s" $repository $image.digest }}
 {{- else }}
-{{- printf "%s:%s" .Values.image.repository $tag }}
+{{- printf "%s:%s" $repository $tag }}
+{{- end }}
+{{- end }}
+
+{{/* imagePullSecrets of every pod: global.imagePullSecrets, then imagePullSecrets. */}}
+{{- define "mediaflow.imagePullSecrets" -}}
+{{- $secrets := concat ((.Values.global | default dict).imagePullSecrets | default list) .Values.imagePullSecrets }}
+{{- with $secrets }}
+imagePullSecrets:
+{{- range . }}
+  - name: {{ if kindIs "string" . }}{{ . }}{{ else }}{{ .name }}{{ end }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* envFrom of a component: the chart's ConfigMap, then extraEnvVarsCM/Secret (shared, own). */}}
+{{- define "mediaflow.envFrom" -}}
+{{- $values := index .root.Values .component }}
+- configMapRef:
+    name: {{ include "mediaflow.configMapName" .root }}
+{{- range $source := list .root.Values $values }}
+{{- with $source.extraEnvVarsCM }}
+- configMapRef:
+    name: {{ tpl . $.root }}
+{{- end }}
+{{- with $source.extraEnvVarsSecret }}
+- secretRef:
+    name: {{ tpl . $.root }}
+{{- end }}
 {{- end }}
 {{- end }}
 
@@ -125,8 +177,11 @@ address or localhost, which Ingress rules cannot carry.
 {{- if and .Values.worker.keda.enabled .Values.worker.autoscaling.enabled }}
 {{- fail "mediaflow: worker.keda.enabled and worker.autoscaling.enabled are mutually exclusive: KEDA creates its own HorizontalPodAutoscaler for the worker. Turn one of them off." }}
 {{- end }}
-{{- if and (not .Values.secrets.existingSecret) .Values.secrets.serviceSecret (lt (len .Values.secrets.serviceSecret) 32) }}
-{{- fail "mediaflow: secrets.serviceSecret must be at least 32 characters (SERVICE_SECRET)." }}
+{{- if not .Values.secrets.existingSecret }}
+{{- include "mediaflow.validateCredentials" . }}
+{{- end }}
+{{- if le (float64 .Values.worker.terminationGracePeriodSeconds) (float64 .Values.worker.shutdownGraceSeconds) }}
+{{- fail (printf "mediaflow: worker.terminationGracePeriodSeconds (%v) must exceed worker.shutdownGraceSeconds (%v): Kubernetes would kill a draining worker before its in-flight jobs finish." .Values.worker.terminationGracePeriodSeconds .Values.worker.shutdownGraceSeconds) }}
 {{- end }}
 {{- if and .Values.ingress.enabled .Values.ingress.tls.enabled (not .Values.ingress.tls.secretName) }}
 {{- fail "mediaflow: ingress.tls.enabled needs ingress.tls.secretName." }}
@@ -134,11 +189,63 @@ address or localhost, which Ingress rules cannot carry.
 {{- if not .Values.secrets.existingSecret }}
 {{- $_ := include "mediaflow.componentDatabaseUrls" . }}
 {{- end }}
-{{- if ne (empty .Values.secrets.keys.s3AccessKeyId) (empty .Values.secrets.keys.s3SecretAccessKey) }}
-{{- fail "mediaflow: secrets.keys.s3AccessKeyId and secrets.keys.s3SecretAccessKey are both set (static S3 keys) or both empty (credentials from a role: IRSA, EKS Pod Identity)." }}
-{{- end }}
 {{- if and .Values.config.s3.sseKmsKeyId (ne .Values.config.s3.sse "aws:kms") }}
 {{- fail "mediaflow: config.s3.sseKmsKeyId needs config.s3.sse: aws:kms." }}
+{{- end }}
+{{- end }}
+
+{{/*
+The chart-made Secret must hold working credentials: an install without them would start
+pods that cannot reach their dependencies and a migrations hook that hangs to its deadline.
+Nothing is generated, so every render of the same values gives the same Secret.
+*/}}
+{{- define "mediaflow.validateCredentials" -}}
+{{- $s := .Values.secrets }}
+{{- $hint := "or name a Secret you manage in secrets.existingSecret (see the chart README)" }}
+{{- if not $s.serviceSecret }}
+{{- fail (printf "mediaflow: secrets.serviceSecret (SERVICE_SECRET) is required: set it to at least 32 random characters (e.g. `openssl rand -hex 32`), the same for every release upgrade, %s." $hint) }}
+{{- end }}
+{{- if lt (len $s.serviceSecret) 32 }}
+{{- fail "mediaflow: secrets.serviceSecret must be at least 32 characters (SERVICE_SECRET)." }}
+{{- end }}
+{{- include "mediaflow.requirePassword" (dict "url" $s.databaseUrl "value" "secrets.databaseUrl" "what" "DATABASE_URL" "hint" $hint) }}
+{{- with $s.migrationsDatabaseUrl }}
+{{- include "mediaflow.requirePassword" (dict "url" . "value" "secrets.migrationsDatabaseUrl" "what" "the migrations DATABASE_URL" "hint" $hint) }}
+{{- end }}
+{{- range $c, $dsn := $s.databaseUrls }}
+{{- with $dsn }}
+{{- include "mediaflow.requirePassword" (dict "url" . "value" (printf "secrets.databaseUrls.%s" $c) "what" (printf "%s's DATABASE_URL" $c) "hint" $hint) }}
+{{- end }}
+{{- end }}
+{{- include "mediaflow.requirePassword" (dict "url" $s.amqpUrl "value" "secrets.amqpUrl" "what" "AMQP_URL" "hint" $hint) }}
+{{- if .Values.worker.keda.enabled }}
+{{- if not $s.amqpManagementUrl }}
+{{- fail (printf "mediaflow: secrets.amqpManagementUrl is required with worker.keda.enabled: KEDA counts the jobs queue's ready and in-flight messages through RabbitMQ's management API (e.g. http://mediaflow:PASSWORD@rabbitmq:15672/%%2F), %s." $hint) }}
+{{- end }}
+{{- include "mediaflow.requirePassword" (dict "url" $s.amqpManagementUrl "value" "secrets.amqpManagementUrl" "what" "RabbitMQ's management API URL for KEDA" "hint" $hint) }}
+{{- end }}
+{{- if not .Values.config.s3.useRole }}
+{{- range $key := list "s3AccessKeyId" "s3SecretAccessKey" }}
+{{- if not (index $s $key) }}
+{{- fail (printf "mediaflow: secrets.%s is required (%s): the gateway and the workers cannot reach S3 without it. Set it, set config.s3.useRole=true when the pods' ServiceAccount carries a cloud role that grants S3 access, %s." $key (ternary "S3_ACCESS_KEY_ID" "S3_SECRET_ACCESS_KEY" (eq $key "s3AccessKeyId")) $hint) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Fail unless a URL carries a user and a password (userinfo `user:password`, or a
+`password=` query parameter as libpq accepts): (dict "url" ... "value" ... "what" ... "hint" ...).
+*/}}
+{{- define "mediaflow.requirePassword" -}}
+{{- $u := urlParse .url }}
+{{- $userinfo := default "" $u.userinfo }}
+{{- $password := "" }}
+{{- if contains ":" $userinfo }}
+{{- $password = (splitn ":" 2 $userinfo)._1 }}
+{{- end }}
+{{- if not (or $password (regexMatch "(^|&)password=." (default "" $u.query))) }}
+{{- fail (printf "mediaflow: %s (%s) has no password: give it as scheme://user:password@host/... (percent-encode special characters), %s." .value .what .hint) }}
 {{- end }}
 {{- end }}
 
@@ -206,8 +313,8 @@ Secret, only those the component reads (see each service's settings class).
 {{ include "mediaflow.secretEnv" (dict "root" $root "name" "DATABASE_URL" "key" (default $keys.databaseUrl $values.databaseUrlSecretKey)) }}
 {{ include "mediaflow.secretEnv" (dict "root" $root "name" "AMQP_URL" "key" $keys.amqpUrl) }}
 {{ include "mediaflow.secretEnv" (dict "root" $root "name" "SERVICE_SECRET" "key" $keys.serviceSecret) }}
-{{- /* Without key names the S3 users take credentials from the AWS chain (a role). */}}
-{{- if and (or (eq $c "gateway") (eq $c "worker")) $keys.s3AccessKeyId }}
+{{- /* With config.s3.useRole the S3 users take credentials from the AWS chain (a role). */}}
+{{- if and (or (eq $c "gateway") (eq $c "worker")) (not $root.Values.config.s3.useRole) }}
 {{ include "mediaflow.secretEnv" (dict "root" $root "name" "S3_ACCESS_KEY_ID" "key" $keys.s3AccessKeyId) }}
 {{ include "mediaflow.secretEnv" (dict "root" $root "name" "S3_SECRET_ACCESS_KEY" "key" $keys.s3SecretAccessKey) }}
 {{- end }}
@@ -226,9 +333,19 @@ Secret, only those the component reads (see each service's settings class).
 - name: {{ $name }}
   value: {{ $value | toString | quote }}
 {{- end }}
+{{- if eq $c "worker" }}
+- name: SHUTDOWN_GRACE_SECONDS
+  value: {{ $values.shutdownGraceSeconds | quote }}
+{{- end }}
 {{- range $name, $value := $values.env }}
 - name: {{ $name }}
   value: {{ $value | toString | quote }}
+{{- end }}
+{{- with $root.Values.extraEnvVars }}
+{{ tpl (toYaml .) $root }}
+{{- end }}
+{{- with $values.extraEnvVars }}
+{{ tpl (toYaml .) $root }}
 {{- end }}
 {{- end }}
 
@@ -259,4 +376,9 @@ Secret, only those the component reads (see each service's settings class).
 {{/* PromQL matchers that pick one component's series as the ServiceMonitor scrapes them. */}}
 {{- define "mediaflow.promSelector" -}}
 namespace="{{ .root.Release.Namespace }}",job="{{ include "mediaflow.componentName" . }}"
+{{- end }}
+
+{{/* An alert's runbook: prometheusRule.runbookBaseUrl/<runbook>.md (docs/runbooks/ in the repository). */}}
+{{- define "mediaflow.runbookUrl" -}}
+{{- printf "%s/%s.md" (trimSuffix "/" .root.Values.prometheusRule.runbookBaseUrl) .runbook }}
 {{- end }}
