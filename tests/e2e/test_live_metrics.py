@@ -13,11 +13,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from deploy.tests.monitoring import EXTERNAL_METRICS, chart_metric_names, series_names
 from devstack import media, stack
 from mediaflow_cli.sse import SseEvent, read_events
+from services.worker.tests import media_sources
 
 
-async def _run_to_the_end(client: httpx.AsyncClient, url: str) -> str:
+async def _run_to_the_end(client: httpx.AsyncClient, url: str, **options: str) -> str:
     """Submit ``url`` and follow the task's SSE stream to its final status."""
-    submitted = await client.post("/v1/tasks", json={"url": url})
+    submitted = await client.post("/v1/tasks", json={"url": url, **options})
     assert submitted.status_code == 202, submitted.text
     task_id = submitted.json()["task"]["id"]
     async with client.stream("GET", "/v1/events", params={"task": task_id}, timeout=60) as stream:
@@ -56,6 +57,11 @@ async def test_every_metric_of_the_dashboard_and_alerts_is_on_live_metrics(
         # one job that succeeds and one that fails, so that failure series exist too
         assert await _run_to_the_end(client, f"{base_url}/metrics.mp4") == "succeeded"
         assert await _run_to_the_end(client, f"{base_url}/missing.mp4") == "failed"
+        # and an HLS stream, muxed, so that the series of segments and muxing exist
+        video = media_sources.make_video("160x90", directory, "metrics-src.mp4")
+        media_sources.make_hls(video, directory / "metrics-hls")
+        hls = f"{base_url}/metrics-hls/index.m3u8"
+        assert await _run_to_the_end(client, hls, mode="mute") == "succeeded"
 
     exported = await _scrape(running_stack)
     named = chart_metric_names()

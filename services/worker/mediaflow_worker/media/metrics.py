@@ -1,9 +1,12 @@
 """Metrics of media sources, by source kind: ``file``, ``page``, ``hls``, ``dash``, or the
-name of the extractor (``youtube``, ``vimeo``, …)."""
+name of the extractor (``youtube``, ``vimeo``, …); ``unresolved`` for a failure before the
+source's kind is known."""
 
 from __future__ import annotations
 
 from prometheus_client import Counter, Histogram
+
+UNRESOLVED = "unresolved"
 
 MEDIA_TASKS = Counter(
     "worker_media_tasks_total",
@@ -12,7 +15,7 @@ MEDIA_TASKS = Counter(
 )
 MEDIA_FAILURES = Counter(
     "worker_media_failures_total",
-    "Tasks that failed after their source was resolved, by source kind and error code",
+    "Failed tasks by source kind (unresolved: failed before its kind was known) and error code",
     ["kind", "code"],
 )
 SEGMENTS = Counter(

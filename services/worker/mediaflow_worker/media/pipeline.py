@@ -11,7 +11,7 @@ extractor (player embeds).
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -22,7 +22,7 @@ from mediaflow_worker.errors import TaskFailure
 from mediaflow_worker.fetch import Source
 from mediaflow_worker.media import dash, hls, mux
 from mediaflow_worker.media.fetcher import Fetcher
-from mediaflow_worker.media.metrics import MEDIA_FAILURES, MEDIA_TASKS
+from mediaflow_worker.media.metrics import MEDIA_FAILURES, MEDIA_TASKS, UNRESOLVED
 from mediaflow_worker.media.plan import Format, Info, Options, Plan
 from mediaflow_worker.media.segments import PieceFetch, fetch_pieces
 from mediaflow_worker.media.select import Selection, select
@@ -280,7 +280,12 @@ async def open_task_media(
     on_plan: Callable[[Plan], None] | None = None,
 ) -> AsyncIterator[Media]:
     """The media of ``url`` as ``options`` want it, for the block to store."""
-    async with open_plan(fetcher, url, resolvers, config) as plan:
+    async with AsyncExitStack() as stack:
+        try:
+            plan = await stack.enter_async_context(open_plan(fetcher, url, resolvers, config))
+        except TaskFailure as exc:
+            MEDIA_FAILURES.labels(UNRESOLVED, exc.code).inc()
+            raise
         MEDIA_TASKS.labels(plan.source_kind).inc()
         if on_plan is not None:
             on_plan(plan)
