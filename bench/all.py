@@ -31,6 +31,7 @@ SCRIPTS = (
     "worker_throughput",
     "worker_rss",
     "media_vs_ytdlp",
+    "media_rss",
     "sse_bench",
     "e2e_latency",
 )

@@ -7,23 +7,35 @@ downloader with the same segment parallelism, ``-N``; its own ffmpeg merge for D
 separate video and audio) to local disk, then a multipart upload of that file to the same S3
 (the worker's part size and parts in flight). mediaflow's time is from submitting the task
 to its stored object. Passes when mediaflow takes at most ``--ratio`` of the peer's time for
-both sources; the ratio to yt-dlp's download alone is reported too.
+both sources and each stored object, read back from S3, is what the worker reported (SHA-256
+and size) and what the source is (ffprobe: a video and an audio stream, the source's duration
+within a second); the ratio to yt-dlp's download alone is reported too.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import io
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from results import Result, write_json
-from support import bench_world, origin_process, print_table, submit_and_wait, worker_process
+from support import (
+    bench_world,
+    check_stored,
+    origin_process,
+    print_table,
+    read_stored,
+    submit_and_wait,
+    worker_process,
+)
 
-from mediaflow_libs.s3 import ensure_bucket, open_s3
+from mediaflow_libs.s3 import completed_part, ensure_bucket, open_s3
 from mediaflow_libs.settings import MIB, S3Settings
 from mediaflow_worker.settings import WorkerSettings
 
@@ -36,11 +48,15 @@ def ffmpeg(*args: str, cwd: Path) -> None:
     subprocess.run(command, cwd=cwd, check=True)
 
 
+def source_seconds(size_mib: int) -> int:
+    return round(size_mib * 8 * 1.05 / BITRATE_MBIT)
+
+
 def make_sources(directory: Path, size_mib: int) -> None:
     """A CBR source of about ``size_mib``, cut into HLS (MPEG-TS) and DASH (fMP4, video
     and audio apart)."""
     directory.mkdir(parents=True, exist_ok=True)
-    seconds = size_mib * 8 * 1.05 / BITRATE_MBIT
+    seconds = source_seconds(size_mib)
     rate = f"{BITRATE_MBIT}M"
     ffmpeg(
         "-f", "lavfi", "-i", f"testsrc=size=1280x720:rate=25:duration={seconds:.0f}",
@@ -73,23 +89,24 @@ async def upload_file(
         await ensure_bucket(s3, bucket)
         upload = await s3.create_multipart_upload(Bucket=bucket, Key=key)
         slots = asyncio.Semaphore(in_flight)
-        etags: dict[int, str] = {}
+        done: dict[int, dict[str, Any]] = {}
 
         async def send(number: int) -> None:
             async with slots:
                 data = await asyncio.to_thread(read_part, path, (number - 1) * part, part)
                 sent = await s3.upload_part(
                     Bucket=bucket, Key=key, UploadId=upload["UploadId"], PartNumber=number,
-                    Body=data,
+                    Body=io.BytesIO(data),
                 )  # fmt: skip
-                etags[number] = sent["ETag"]
+                done[number] = completed_part(number, sent)
 
         await asyncio.gather(*(send(n) for n in range(1, -(-size // part) + 1)))
         await s3.complete_multipart_upload(
             Bucket=bucket,
             Key=key,
             UploadId=upload["UploadId"],
-            MultipartUpload={"Parts": [{"PartNumber": n, "ETag": etags[n]} for n in sorted(etags)]},
+            # With the parts' checksums, which S3 wants back as the client declared them.
+            MultipartUpload={"Parts": [done[n] for n in sorted(done)]},
         )
         await s3.delete_object(Bucket=bucket, Key=key)
 
@@ -141,13 +158,20 @@ def main() -> int:
                     url, world.origin_dir / "peer.mp4", args.parallelism, merge,
                     world.s3_settings, part, in_flight,
                 )  # fmt: skip
-                ok = ours.status == "succeeded"
+                problem = ours.error or (None if ours.status == "succeeded" else ours.status)
+                if problem is None and ours.object_key is not None:
+                    # The stored object, read back: the bytes the worker reported, and the
+                    # source's streams and duration.
+                    stored = asyncio.run(read_stored(world, ours.object_key, world.config.run_dir))
+                    expected = source_seconds(args.size_mib)
+                    problem = check_stored(ours, stored, expected, {"video", "audio"})
+                ok = problem is None
                 ratio = ours.seconds / total
                 passed = ok and ratio <= args.ratio
                 rows.append(
                     (
                         f"{kind} {args.size_mib} MiB",
-                        f"{ours.seconds:.1f} s" if ok else f"{ours.status}: {ours.error}",
+                        f"{ours.seconds:.1f} s" if ok else f"{ours.status}: {problem}",
                         f"{download:.1f} s",
                         f"{total:.1f} s",
                         f"{ratio:.2f}",
@@ -161,7 +185,7 @@ def main() -> int:
                         f"{ours.seconds:.1f} s",
                         f"{total:.1f} s (yt-dlp download alone {download:.1f} s)",
                         f"{ratio:.2f}",
-                        f"<= {args.ratio:.2f} x peer",
+                        f"<= {args.ratio:.2f} x peer, stored object verified",
                         passed,
                     )
                 )

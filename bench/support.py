@@ -8,6 +8,9 @@ The broker is ``AMQP_URL`` (default: the local RabbitMQ), as for the services de
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
+import json
 import os
 import secrets
 import shutil
@@ -41,18 +44,35 @@ AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 
 
 class RssSampler:
-    """Samples one process's resident set size from a thread until stopped."""
+    """Samples one process's resident set size from a thread until stopped; with
+    ``tree``, the sum over the process and all its descendants (ffmpeg, any helper)."""
 
-    def __init__(self, pid: int) -> None:
+    def __init__(self, pid: int, *, tree: bool = False) -> None:
         self._process = psutil.Process(pid)
+        self._tree = tree
         self._stop = threading.Event()
         self.peak = 0
+        self.peaks: dict[str, int] = {}  # with ``tree``: by process name, summed per name
         self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _rss(self) -> int:
+        total = self._process.memory_info().rss
+        if not self._tree:
+            return total
+        by_name = {"worker": total}
+        for child in self._process.children(recursive=True):
+            with contextlib.suppress(psutil.NoSuchProcess):  # ended since the listing
+                rss = child.memory_info().rss
+                total += rss
+                by_name[child.name()] = by_name.get(child.name(), 0) + rss
+        for name, rss in by_name.items():
+            self.peaks[name] = max(self.peaks.get(name, 0), rss)
+        return total
 
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                self.peak = max(self.peak, self._process.memory_info().rss)
+                self.peak = max(self.peak, self._rss())
             except psutil.NoSuchProcess:
                 return
             time.sleep(SAMPLE_SECONDS)
@@ -66,8 +86,8 @@ class RssSampler:
         self._thread.join()
 
 
-def idle_rss(pid: int, seconds: float = 2.0) -> int:
-    with RssSampler(pid) as sampler:
+def idle_rss(pid: int, seconds: float = 2.0, *, tree: bool = False) -> int:
+    with RssSampler(pid, tree=tree) as sampler:
         time.sleep(seconds)
     return sampler.peak
 
@@ -79,6 +99,8 @@ class Outcome:
     error: str | None
     seconds: float  # submit to end
     processing_seconds: float | None  # the task's running → succeeded, as its events record
+    object_key: str | None = None
+    size: int | None = None
 
 
 @dataclass
@@ -193,7 +215,8 @@ async def submit_and_wait(world: Bench, url: str, within: float) -> Outcome:
             )
         while time.monotonic() - started < within:
             row = await con.fetchrow(
-                """SELECT status, result_sha256, error_code, error_message
+                """SELECT status, result_sha256, error_code, error_message, object_key,
+                          result_size
                    FROM media.tasks WHERE id = $1""",
                 task_id,
             )
@@ -207,9 +230,70 @@ async def submit_and_wait(world: Bench, url: str, within: float) -> Outcome:
                        FROM media.task_events WHERE task_id = $1 AND status <> 'queued'""",
                     task_id,
                 )
-                return Outcome(row["status"], row["result_sha256"], error, elapsed, processing)
+                return Outcome(
+                    row["status"],
+                    row["result_sha256"],
+                    error,
+                    elapsed,
+                    processing,
+                    row["object_key"],
+                    row["result_size"],
+                )
             await asyncio.sleep(0.05)
     return Outcome("timed out", None, f"not finished after {within:.0f}s", within, None)
+
+
+@dataclass(frozen=True)
+class Stored:
+    """A stored object as read back: its SHA-256, and what ffprobe finds in it."""
+
+    sha256: str
+    size: int
+    duration: float | None
+    streams: tuple[str, ...]  # codec types, in order
+
+
+async def read_stored(world: Bench, key: str, directory: Path) -> Stored:
+    """Download the object ``key`` to ``directory`` (hashed as it comes, never held
+    whole), ffprobe it, and remove the file."""
+    path = directory / "stored-object"
+    digest = hashlib.sha256()
+    size = 0
+    async with open_s3(world.s3_settings) as s3:
+        answer = await s3.get_object(Bucket=world.config.bucket, Key=key)
+        async with answer["Body"] as body:
+            with path.open("wb") as out:
+                while chunk := await body.read(MIB):
+                    digest.update(chunk)
+                    size += len(chunk)
+                    out.write(chunk)
+    try:
+        probe = ["ffprobe", "-v", "error", "-show_streams", "-show_format", "-of", "json", path]
+        ran = await asyncio.to_thread(subprocess.run, probe, check=True, capture_output=True)
+        probed = json.loads(ran.stdout)
+    finally:
+        path.unlink()
+    duration = probed.get("format", {}).get("duration")
+    return Stored(
+        digest.hexdigest(),
+        size,
+        float(duration) if duration else None,
+        tuple(s["codec_type"] for s in probed.get("streams", [])),
+    )
+
+
+def check_stored(
+    outcome: Outcome, stored: Stored, duration: float, streams: set[str]
+) -> str | None:
+    """What is wrong with a stored object against what the worker reported and the source
+    it came from (its duration within a second, these stream types), or None."""
+    if (stored.sha256, stored.size) != (outcome.sha256, outcome.size):
+        return "stored bytes differ from the task's result"
+    if set(stored.streams) != streams:
+        return f"streams {sorted(stored.streams)}, not {sorted(streams)}"
+    if stored.duration is None or abs(stored.duration - duration) > 1:
+        return f"duration {stored.duration} s, not {duration:.0f} s"
+    return None
 
 
 async def cleanup(world: Bench) -> None:

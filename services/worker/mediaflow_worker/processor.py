@@ -18,7 +18,7 @@ import asyncio
 import random
 import time
 import uuid
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -167,7 +167,10 @@ class _Stages:
 @dataclass
 class _Progress:
     """Turns the pipeline's per-chunk callback into progress updates: at most one per
-    ``PROGRESS_INTERVAL_SECONDS``, and (when the size is known) one per percent."""
+    ``PROGRESS_INTERVAL_SECONDS``, and (when the size is known) one per percent.
+
+    A file made from segments has no size before it is made: its percent is the
+    segments handed on over those known (``segments``), never lower than the last."""
 
     resources: Resources
     task_id: str
@@ -176,6 +179,7 @@ class _Progress:
     counted: int = 0
     last_update: float = float("-inf")  # the first chunk reports at once, with the total
     last_percent: int = -1
+    segments: Callable[[], int | None] | None = None
 
     async def report(self, done: int) -> None:
         BYTES_STREAMED.inc(done - self.counted)
@@ -187,6 +191,11 @@ class _Progress:
         percent = min(done * 100 // self.total, 99) if self.total else None
         if percent is not None and percent < self.last_percent + 1:
             return
+        if percent is None and self.segments is not None:
+            # More segments become known as each stream's playlist is read: held, not lowered.
+            by_segments = self.segments()
+            if by_segments is not None:
+                percent = max(min(by_segments, 99), self.last_percent)
         self.last_update = now
         self.last_percent = percent if percent is not None else -1
         try:
@@ -436,6 +445,7 @@ async def _obtain(
                 )
             )
         progress.total = source.size
+        progress.segments = source.segments.percent
         with stages.timed("transfer"):
             result = await stream_to_s3(
                 source.chunks,

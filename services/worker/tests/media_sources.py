@@ -18,7 +18,8 @@ from aiohttp import web
 
 from devstack import stack
 
-DURATION = 4  # seconds of every source
+DURATION = 4  # seconds of every source but the long one
+LONG_DURATION = 12
 FFMPEG = shutil.which("ffmpeg") or "/usr/bin/ffmpeg"
 FFPROBE = shutil.which("ffprobe") or "/usr/bin/ffprobe"
 AES_KEY = bytes(range(16))
@@ -33,11 +34,13 @@ def _ffmpeg(*args: str | Path, cwd: Path) -> None:
     )
 
 
-def make_video(size: str, cwd: Path, name: str, *, audio: bool = True) -> Path:
-    inputs: list[str] = ["-f", "lavfi", "-i", f"testsrc=size={size}:rate=25:duration={DURATION}"]
+def make_video(
+    size: str, cwd: Path, name: str, *, audio: bool = True, duration: int = DURATION
+) -> Path:
+    inputs: list[str] = ["-f", "lavfi", "-i", f"testsrc=size={size}:rate=25:duration={duration}"]
     codecs = ["-c:v", "libx264", "-preset", "ultrafast", "-g", "25", "-pix_fmt", "yuv420p"]
     if audio:
-        inputs += ["-f", "lavfi", "-i", f"sine=frequency=440:duration={DURATION}"]
+        inputs += ["-f", "lavfi", "-i", f"sine=frequency=440:duration={duration}"]
         codecs += ["-c:a", "aac", "-b:a", "64k", "-shortest"]
     _ffmpeg(*inputs, *codecs, "-movflags", "+faststart", name, cwd=cwd)
     return cwd / name
@@ -68,6 +71,10 @@ def generate(root: Path) -> None:
     make_hls(src, root / "aes", "-hls_key_info_file", str(work / "keyinfo"))
     shutil.copy(work / "key.bin", root / "aes" / "key.bin")
     make_hls(silent, root / "silent")
+    # Longer than ffmpeg reads before it writes anything (5 s of media): output, and so
+    # progress, flows while segments are still being fetched.
+    long = make_video("320x180", work, "long.mp4", duration=LONG_DURATION)
+    make_hls(long, root / "long")
     # A master playlist: 360p and 240p video-only variants and an audio group.
     make_hls(src, root / "master" / "v360", maps=("-map", "0:v"))
     make_hls(small, root / "master" / "v240", maps=("-map", "0:v"))

@@ -7,6 +7,7 @@ in-process against the real PostgreSQL, RabbitMQ and SeaweedFS."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
@@ -27,13 +28,20 @@ from mediaflow_libs.amqp import Topology
 from mediaflow_worker import fetch
 from mediaflow_worker.media import extractor
 from mediaflow_worker.settings import WorkerSettings
-from services.worker.tests.media_sources import DURATION, MediaOrigin, ffprobe, media_origin
+from services.worker.tests.media_sources import (
+    DURATION,
+    LONG_DURATION,
+    MediaOrigin,
+    ffprobe,
+    media_origin,
+)
 from services.worker.tests.support import (
     TASK_COST,
     Submit,
     Worker,
     at_least,
     create_task,
+    events,
     eventually,
     finished,
     jobs_counted,
@@ -286,6 +294,63 @@ async def test_a_missing_segment_fails_the_task_instead_of_leaving_a_hole(
     assert row["object_key"] is None
     assert await stored_keys(s3, worker.settings.s3_bucket, task.prefix) == []
     assert await open_uploads(s3, worker.settings.s3_bucket, task.prefix) == []
+
+
+async def test_an_hls_task_reports_segments_handed_on_over_segments_known_as_its_progress(
+    worker: Worker,
+    submit: Submit,
+    media_origin: MediaOrigin,
+    db_pool: asyncpg.Pool,
+    s3: Any,
+    tmp_path: Path,
+) -> None:
+    # The last of the twelve segments comes a byte at a time (within the read timeout) until a
+    # progress update has been recorded: the task is seen partway, whatever the machine's speed.
+    last = f"/long/index{LONG_DURATION - 1}.ts"
+    released = asyncio.Event()
+
+    async def held(request: web.Request) -> web.StreamResponse:
+        body = (media_origin.root / last.lstrip("/")).read_bytes()
+        response = web.StreamResponse(headers={"Content-Length": str(len(body))})
+        await response.prepare(request)
+        sent = 0
+        while not released.is_set() and sent < len(body) - 1:
+            await response.write(body[sent : sent + 1])
+            sent += 1
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(released.wait(), 0.2)
+        await response.write(body[sent:])
+        return response
+
+    media_origin.overrides[last] = held
+    try:
+        task = await submit(media_origin.url("long/index.m3u8"))
+
+        async def partway() -> bool:
+            history = await events(db_pool, task.task_id)
+            return any(e["task"]["progress"] not in (None, 100) for e in history)
+
+        await eventually(partway, within=20)
+        released.set()
+        row = await finished(db_pool, task.task_id)
+    finally:
+        released.set()
+        del media_origin.overrides[last]
+    assert row["status"] == "succeeded", (row["error_code"], row["error_message"])
+    stored = (await stored_file(s3, worker, row, tmp_path)).stat().st_size
+    await s3.delete_object(Bucket=worker.settings.s3_bucket, Key=row["object_key"])
+    snapshots = [e["task"] for e in await events(db_pool, task.task_id)]
+    updates = [t for t in snapshots if t["status"] == "running" and t["progress"] is not None]
+    assert updates, "no progress while the segments were fetched"
+    # The file's size is known only once it is made: no total, but a percent of segments.
+    assert all(t["bytes_total"] is None for t in updates)
+    assert all(0 <= t["progress"] < 100 for t in updates)
+    progress = [t["progress"] for t in updates]
+    assert progress == sorted(progress)
+    done = [t["bytes_done"] for t in snapshots]
+    assert done == sorted(done)
+    assert (snapshots[-1]["progress"], snapshots[-1]["bytes_done"]) == (100, stored)
+    assert row["result_size"] == stored
 
 
 def children_named(parent: int, name: str) -> list[int]:

@@ -53,6 +53,23 @@ class Described:
 
 
 @dataclass
+class Segments:
+    """The pieces of a task's streams known so far (each stream's as its playlist or
+    manifest is read) and those handed on to the mux: the task's progress when the size
+    of the file to store cannot be known before it is made."""
+
+    known: int = 0
+    done: int = 0
+
+    async def handed_on(self) -> None:
+        self.done += 1
+
+    def percent(self) -> int | None:
+        """Pieces handed on over pieces known; None when the source has no pieces."""
+        return self.done * 100 // self.known if self.known else None
+
+
+@dataclass
 class Media:
     """The bytes to store (``size`` when known in advance) and, once they are stored,
     what they are."""
@@ -62,6 +79,7 @@ class Media:
     plan: Plan
     report: mux.MuxReport | None = None
     head: bytearray = field(default_factory=bytearray)
+    segments: Segments = field(default_factory=Segments)
 
     async def describe(self, content_type: str) -> Described:
         """The file name and API.md's ``media`` of the stored result."""
@@ -206,6 +224,7 @@ async def _format_stream(
     config: MediaConfig,
     kind: str,
     plan_headers: dict[str, str],
+    segments: Segments,
 ) -> AsyncIterator[bytes]:
     """The bytes of one format: a file streamed as it comes, or its pieces in order."""
     protocol = found.get("protocol") or "https"
@@ -230,7 +249,8 @@ async def _format_stream(
         config.segment_max_bytes,
         kind,
     )
-    async for body in fetch_pieces(fetch, pieces):
+    segments.known += len(pieces)
+    async for body in fetch_pieces(fetch, pieces, segments.handed_on):
         yield body
 
 
@@ -240,7 +260,7 @@ async def _source_stream(source: Source) -> AsyncIterator[bytes]:
 
 
 def _inputs(
-    fetcher: Fetcher, plan: Plan, selection: Selection, config: MediaConfig
+    fetcher: Fetcher, plan: Plan, selection: Selection, config: MediaConfig, segments: Segments
 ) -> tuple[list[AsyncIterator[bytes]], int | None, int | None]:
     """ffmpeg's inputs, and which of them holds the video and the audio."""
     inputs: list[AsyncIterator[bytes]] = []
@@ -249,7 +269,7 @@ def _inputs(
     def stream(found: Format) -> AsyncIterator[bytes]:
         if plan.source is not None:
             return _source_stream(plan.source)
-        return _format_stream(fetcher, found, config, plan.source_kind, plan.headers)
+        return _format_stream(fetcher, found, config, plan.source_kind, plan.headers, segments)
 
     if selection.video is not None:
         inputs.append(stream(selection.video))
@@ -302,7 +322,8 @@ async def open_task_media(
             except TaskFailure as exc:
                 MEDIA_FAILURES.labels(plan.source_kind, exc.code).inc()
                 raise
-            inputs, video_input, audio_input = _inputs(fetcher, plan, selection, config)
+            segments = Segments()
+            inputs, video_input, audio_input = _inputs(fetcher, plan, selection, config, segments)
             output = mux.output_for(
                 options,
                 video_input=video_input,
@@ -312,6 +333,7 @@ async def open_task_media(
             report = mux.MuxReport()
             media = Media(mux.mux(inputs, output, report, kind=plan.source_kind), None, plan)
             media.report = report
+            media.segments = segments
         chunks = media.chunks
         media.chunks = _tee(chunks, media.head)
         try:
