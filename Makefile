@@ -33,7 +33,7 @@ observe: deps ## a local Prometheus on 127.0.0.1:9090 scraping `make run`'s stac
 	@$(UV) run --frozen python -m devstack.observe
 
 test: deps ## unit, integration and end-to-end tests against real services
-	@$(UV) run --frozen pytest
+	@$(UV) run --frozen pytest --durations=15
 
 chaos: deps ## the chaos tests, longer and larger than in `make test` (CHAOS_SCALE, default 3)
 	@CHAOS_SCALE=$${CHAOS_SCALE:-3} $(UV) run --frozen pytest tests/chaos -s -rA
