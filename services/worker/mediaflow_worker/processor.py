@@ -123,6 +123,7 @@ class Resources:
             extractors=s.extractors_enabled,
             extractor_max_bytes=s.extractor_max_response_bytes,
             extractor_timeout=s.fetch_total_timeout_seconds,
+            max_resumes=s.fetch_max_resumes,
         )
 
 

@@ -27,6 +27,7 @@ import structlog
 from mediaflow_libs.s3 import MAX_COPY_BYTES, StreamedBody, completed_part, copy_object
 from mediaflow_libs.settings import MIB
 from mediaflow_worker.errors import Retry, TaskFailure
+from mediaflow_worker.resume import Restarted
 from mediaflow_worker.sniff import SNIFF_BYTES, sniff_media_type
 from mediaflow_worker.storage import storage_call
 
@@ -209,6 +210,12 @@ def _media_type(head: bytes) -> str:
     return content_type
 
 
+class _Restart(Exception):
+    def __init__(self, size: int | None) -> None:
+        super().__init__(size)
+        self.size = size
+
+
 async def stream_to_s3(
     chunks: AsyncIterator[bytes],
     *,
@@ -229,7 +236,53 @@ async def stream_to_s3(
     ``too_large``, ``storage_error``, ``source_unreachable`` when the source sends other than
     ``expected_size`` bytes) or whatever ``chunks`` or ``on_progress`` raise, after
     discarding the upload. The finished object gets its SHA-256 in its metadata by a
-    self-copy, a multipart one (parts of ``copy_part_bytes``) above ``copy_threshold``."""
+    self-copy, a multipart one (parts of ``copy_part_bytes``) above ``copy_threshold``.
+
+    A :class:`~mediaflow_worker.resume.Restarted` chunk (the source read again from its
+    first byte) aborts what was stored and starts a new upload with what follows; progress
+    reported never goes back meanwhile."""
+    shown = 0
+
+    async def forward(done: int) -> None:
+        nonlocal shown
+        if done > shown:
+            shown = done
+            await on_progress(done)
+
+    while True:
+        try:
+            return await _stream_once(
+                chunks,
+                s3=s3,
+                bucket=bucket,
+                key=key,
+                part_size=part_size,
+                parts_in_flight=parts_in_flight,
+                max_bytes=max_bytes,
+                on_progress=forward,
+                expected_size=expected_size,
+                copy_threshold=copy_threshold,
+                copy_part_bytes=copy_part_bytes,
+            )
+        except _Restart as restart:
+            log.info("stream.restarted", key=key, size=restart.size)
+            expected_size = restart.size
+
+
+async def _stream_once(
+    chunks: AsyncIterator[bytes],
+    *,
+    s3: Any,
+    bucket: str,
+    key: str,
+    part_size: int,
+    parts_in_flight: int,
+    max_bytes: int,
+    on_progress: ProgressCallback,
+    expected_size: int | None,
+    copy_threshold: int,
+    copy_part_bytes: int,
+) -> StreamResult:
     upload = _MultipartUpload(
         s3, bucket, key, copy_threshold=copy_threshold, copy_part_bytes=copy_part_bytes
     )
@@ -286,6 +339,8 @@ async def stream_to_s3(
                     held.clear()
 
                 async for chunk in chunks:
+                    if isinstance(chunk, Restarted):
+                        raise _Restart(chunk.size)
                     size += len(chunk)
                     if size > max_bytes:
                         raise TaskFailure(

@@ -27,6 +27,7 @@ from mediaflow_worker.media.plan import Format, Info, Options, Plan
 from mediaflow_worker.media.segments import PieceFetch, fetch_pieces
 from mediaflow_worker.media.select import Selection, select
 from mediaflow_worker.resolve import Page, Resolvers, _is_page, _page_text, _prepend, _read_head
+from mediaflow_worker.resume import Restarted, ResumableBody
 
 PROBE_BYTES = 1024 * 1024  # of the stored file's start, for ffprobe
 
@@ -42,6 +43,7 @@ class MediaConfig:
     extractors: bool
     extractor_max_bytes: int
     extractor_timeout: float
+    max_resumes: int = 3  # of a direct file's body within an attempt
 
 
 @dataclass(frozen=True)
@@ -119,7 +121,12 @@ async def _platform(fetcher: Fetcher, urls: list[str], config: MediaConfig) -> P
 
 @asynccontextmanager
 async def open_plan(
-    fetcher: Fetcher, url: str, resolvers: Resolvers, config: MediaConfig
+    fetcher: Fetcher,
+    url: str,
+    resolvers: Resolvers,
+    config: MediaConfig,
+    *,
+    restartable: bool = False,
 ) -> AsyncIterator[Plan]:
     """The plan for ``url``; a direct file's response stays open for the block.
 
@@ -141,6 +148,15 @@ async def open_plan(
                     else:
                         plan = Plan("manifest", at, "dash", dash.mpd_formats(fetcher, text, at))
                 elif not _is_page(source, head):
+                    body = ResumableBody(
+                        fetcher.session,
+                        fetcher.limits,
+                        str(source.url),
+                        source,
+                        len(head),
+                        config.max_resumes,
+                        restartable,
+                    )
                     yield Plan(
                         "direct",
                         str(source.url),
@@ -149,7 +165,7 @@ async def open_plan(
                             url=source.url,
                             content_type=source.content_type,
                             size=source.size,
-                            chunks=_prepend(head, source.chunks),
+                            chunks=_prepend(head, body.chunks()),
                         ),
                     )
                     return
@@ -265,6 +281,8 @@ def _inputs(
 
 async def _tee(chunks: AsyncIterator[bytes], head: bytearray) -> AsyncIterator[bytes]:
     async for chunk in chunks:
+        if isinstance(chunk, Restarted):
+            head.clear()  # the head probed is the new version's
         if len(head) < PROBE_BYTES:
             head += chunk[: PROBE_BYTES - len(head)]
         yield chunk
@@ -280,7 +298,10 @@ async def open_task_media(
     on_plan: Callable[[Plan], None] | None = None,
 ) -> AsyncIterator[Media]:
     """The media of ``url`` as ``options`` want it, for the block to store."""
-    async with open_plan(fetcher, url, resolvers, config) as plan:
+    # A direct file stored as it is can start over within the attempt; one fed to ffmpeg
+    # cannot (ffmpeg cannot be told to forget what it read).
+    restartable = options.mode == "auto"
+    async with open_plan(fetcher, url, resolvers, config, restartable=restartable) as plan:
         MEDIA_TASKS.labels(plan.source_kind).inc()
         if on_plan is not None:
             on_plan(plan)
