@@ -63,3 +63,7 @@ BYTES_REFETCHED = Counter(
     "Source bytes fetched a second time: those of a restarted body, and those after the "
     "last stored part when a task continues in another attempt",
 )
+UPLOADS_SWEPT = Counter(
+    "worker_orphan_uploads_aborted_total",
+    "Multipart uploads no running task owned, aborted by the periodic sweep",
+)

@@ -139,6 +139,15 @@ class WorkerSettings(ServiceSettings, S3Settings, EgressSettings):
     reaper_interval_seconds: float = Field(
         30, gt=0, description="How often each worker looks for such stale tasks"
     )
+    orphan_upload_seconds: float = Field(
+        3600,
+        gt=0,
+        description=(
+            "A multipart upload under tasks/ begun longer ago than this whose task is not "
+            "running is aborted by the reaper's round (the S3 lifecycle rule "
+            "AbortIncompleteMultipartUpload does the same from the store's side)"
+        ),
+    )
     resolve_max_pages: int = Field(
         2,
         ge=0,

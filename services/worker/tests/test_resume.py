@@ -1,26 +1,32 @@
 """A direct file whose source breaks off mid-body, through the in-process worker against the
 real PostgreSQL, RabbitMQ and SeaweedFS: continued with a range request within the attempt,
 read again from its first byte when ranges are not honoured, and never stored as a mix of
-two versions when the file is replaced between two requests."""
+two versions when the file is replaced between two requests; and the sweep that aborts the
+multipart uploads no running task owns."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
 import pytest
+from aiohttp import web
 from prometheus_client import REGISTRY
 
+from mediaflow_worker.sweep import sweep_orphan_uploads
 from services.worker.tests.support import (
     MIB,
     TASK_COST,
+    Origin,
     Submit,
     Worker,
     events,
+    eventually,
     finished,
     ledger,
     open_uploads,
@@ -220,3 +226,53 @@ async def test_a_file_replaced_between_two_requests_is_stored_wholly_as_the_new_
         assert await body.read() == new
     assert await open_uploads(s3, worker.settings.s3_bucket, task.prefix) == []
     await remove_stored(s3, worker.settings.s3_bucket, task)
+
+
+async def test_the_sweep_aborts_uploads_no_running_task_owns(
+    worker: Worker,
+    submit: Submit,
+    db_pool: asyncpg.Pool,
+    s3: Any,
+    make_mp4: MakeMedia,
+    origin: Origin,
+) -> None:
+    bucket = worker.settings.s3_bucket
+    media = make_mp4(2 * MIB)
+    go_on = asyncio.Event()
+
+    async def holding(request: web.Request) -> web.StreamResponse:
+        # The first MiB (past the sniffed head, so the upload has begun), then a pause.
+        response = web.StreamResponse(headers={"Content-Type": "video/mp4"})
+        response.content_length = len(media)
+        await response.prepare(request)
+        await response.write(media[:MIB])
+        await go_on.wait()
+        await response.write(media[MIB:])
+        return response
+
+    user = str(uuid.uuid4())  # the sweep is kept to this user's keys: the store is shared
+    mine = f"tasks/{user}/"
+    running_task = await submit(origin.add(holding), user_id=user)
+
+    async def upload_begun() -> bool:
+        return bool(await open_uploads(s3, bucket, running_task.prefix))
+
+    await eventually(upload_begun)
+    orphan_key = f"{mine}{uuid.uuid4()}/1"
+    orphan = await s3.create_multipart_upload(Bucket=bucket, Key=orphan_key)
+    young_key = f"{mine}{uuid.uuid4()}/2"
+    young = await s3.create_multipart_upload(Bucket=bucket, Key=young_key)
+
+    # Nothing is old enough yet.
+    assert await sweep_orphan_uploads(db_pool, s3, bucket, 3600, mine) == 0
+    assert await sweep_orphan_uploads(db_pool, s3, bucket, 0, mine) == 2
+    assert await open_uploads(s3, bucket, orphan_key) == []
+    assert await open_uploads(s3, bucket, young_key) == []
+    assert orphan["UploadId"] and young["UploadId"]
+    # The running task's upload is its job's: kept, and the task finishes.
+    assert len(await open_uploads(s3, bucket, running_task.prefix)) == 1
+    go_on.set()
+    row = await finished(db_pool, running_task.task_id)
+    assert row["status"] == "succeeded"
+    assert row["result_sha256"] == hashlib.sha256(media).hexdigest()
+    await remove_stored(s3, bucket, running_task)
