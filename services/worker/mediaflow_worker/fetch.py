@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 
@@ -63,6 +63,7 @@ class Source:
     # What a resumed request needs of the answer: Accept-Ranges, ETag, Last-Modified,
     # Content-Range (see mediaflow_worker.resume).
     headers: Mapping[str, str] = field(default_factory=dict)
+    close: Callable[[], None] = field(default=lambda: None)  # drops the connection early
 
 
 @asynccontextmanager
@@ -170,6 +171,7 @@ async def open_source(
                 for name in ("Accept-Ranges", "ETag", "Last-Modified", "Content-Range")
                 if (value := response.headers.get(name)) is not None
             },
+            close=response.close,
         )
     finally:
         # Closing (not releasing) drops the connection instead of draining an unread body.

@@ -58,6 +58,8 @@ RESUMES = Counter(
     "retried or taken-over task continued at its last stored part)",
     ["kind"],
 )
+for _kind in ("in_attempt", "restart", "across_attempts"):
+    RESUMES.labels(_kind)  # every kind on /metrics from the start, at zero
 BYTES_REFETCHED = Counter(
     "worker_bytes_refetched_total",
     "Source bytes fetched a second time: those of a restarted body, and those after the "

@@ -75,6 +75,7 @@ class ResumableBody:
         offset: int,
         max_resumes: int,
         restartable: bool = False,
+        skip_to: int | None = None,
     ) -> None:
         self.session = session
         self.limits = limits
@@ -86,11 +87,41 @@ class ResumableBody:
         self.resumes = 0
         self.size = first.size
         self._validator = validator(first)
+        # Where another attempt's stored parts end: the body starts there, by a range request.
+        self.skip_to = skip_to
+
+    @property
+    def validator(self) -> str | None:
+        """The ``If-Range`` value of the version being read."""
+        return self._validator
 
     async def chunks(self) -> AsyncIterator[bytes]:
-        current = self.first.chunks
+        current: AsyncIterator[bytes] | None = self.first.chunks
+        kind = "in_attempt"
+        if self.skip_to is not None:
+            self.first.close()
+            self.passed, current, kind = self.skip_to, None, "across_attempts"
         async with AsyncExitStack() as responses:
             while True:
+                if current is None:
+                    source = await responses.enter_async_context(self._reopen())
+                    if source.status == 206:
+                        start = range_start(source.headers.get("Content-Range"), self.size or 0)
+                        if start != self.passed:
+                            raise Retry(
+                                "source_unreachable",
+                                "The source answered a range request with other bytes.",
+                            )
+                        RESUMES.labels(kind).inc()
+                    elif not self.restartable:
+                        raise Retry("source_unreachable", "The source changed while it was read.")
+                    else:
+                        RESUMES.labels("restart").inc()
+                        BYTES_REFETCHED.inc(self.passed if kind == "in_attempt" else 0)
+                        self.passed, self.size = 0, source.size
+                        self._validator = validator(source)
+                        yield restarted(source.size)
+                    current = source.chunks
                 try:
                     async for chunk in current:
                         self.passed += len(chunk)
@@ -109,25 +140,7 @@ class ResumableBody:
                 # The broken answer is closed before its continuation is asked for.
                 await responses.aclose()
                 self.resumes += 1
-                source = await responses.enter_async_context(self._reopen())
-                if source.status == 206:
-                    start = range_start(source.headers.get("Content-Range"), self.size or 0)
-                    if start != self.passed:
-                        raise Retry(
-                            "source_unreachable",
-                            "The source answered a range request with other bytes.",
-                        )
-                    RESUMES.labels("in_attempt").inc()
-                    current = source.chunks
-                    continue
-                if not self.restartable:
-                    raise Retry("source_unreachable", "The source changed while it was read.")
-                RESUMES.labels("restart").inc()
-                BYTES_REFETCHED.inc(self.passed)
-                self.passed, self.size = 0, source.size
-                self._validator = validator(source)
-                yield restarted(source.size)
-                current = source.chunks
+                current, kind = None, "in_attempt"
 
     def _may_resume(self, broke: Retry) -> bool:
         # A body that broke off mid-way; a source of unknown length cannot be checked whole.

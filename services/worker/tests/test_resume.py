@@ -8,16 +8,21 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
+import signal
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
+from aio_pika.abc import AbstractChannel
 from aiohttp import web
 from prometheus_client import REGISTRY
 
+from mediaflow_libs.amqp import Topology
 from mediaflow_worker.sweep import sweep_orphan_uploads
 from services.worker.tests.support import (
     MIB,
@@ -25,13 +30,19 @@ from services.worker.tests.support import (
     Origin,
     Submit,
     Worker,
+    create_task,
     events,
     eventually,
     finished,
     ledger,
     open_uploads,
+    own_namespace,
     remove_stored,
+    running,
+    stored_keys,
+    worker_settings,
 )
+from services.worker.tests.test_worker_takeover import worker_process
 
 MakeMedia = Callable[[int], bytes]
 WRITE_BYTES = 64 * 1024
@@ -55,6 +66,7 @@ class CuttingOrigin:
     requests: list[dict[str, str]] = field(default_factory=list)
     version: int = 1
     port: int = 0
+    pause: float = 0.0  # between writes: a slow source, to act mid-transfer
 
     @property
     def url(self) -> str:
@@ -100,6 +112,8 @@ class CuttingOrigin:
                 writer.write(piece)
                 self.served += len(piece)
                 await writer.drain()
+                if self.pause:
+                    await asyncio.sleep(self.pause)
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
@@ -276,3 +290,65 @@ async def test_the_sweep_aborts_uploads_no_running_task_owns(
     assert row["status"] == "succeeded"
     assert row["result_sha256"] == hashlib.sha256(media).hexdigest()
     await remove_stored(s3, bucket, running_task)
+
+
+async def test_a_worker_killed_mid_transfer_is_continued_at_its_last_stored_part(
+    infra: Any,
+    db_pool: asyncpg.Pool,
+    channel: AbstractChannel,
+    s3: Any,
+    make_mp4: MakeMedia,
+    cutting: Callable[..., CuttingOrigin],
+    tmp_path: Path,
+) -> None:
+    doomed = worker_settings(infra)
+    survivor = worker_settings(infra, amqp_namespace=doomed.amqp_namespace)
+    topology = Topology(doomed.amqp_namespace)
+    part = doomed.upload_part_bytes
+    media = make_mp4(40 * MIB + 4321)
+    # 64 KiB every 5 ms: about 8 s for the whole file, and no cut.
+    origin = await started(cutting, media, cut=len(media), pause=0.005)
+    across = counted("worker_resumes_total", kind="across_attempts")
+
+    async def two_parts_recorded() -> bool:
+        recorded = await db_pool.fetchval(
+            "SELECT count(*) FROM media.task_upload_parts WHERE task_id = $1", task.task_id
+        )
+        return bool(recorded >= 2)
+
+    async with own_namespace(infra, db_pool, topology):
+        async with worker_process(doomed, tmp_path / "doomed.log") as process:
+            task = await create_task(db_pool, channel, topology, origin.url)
+            await eventually(two_parts_recorded)
+            async with running(survivor, asyncio.Event()):
+                os.killpg(process.pid, signal.SIGKILL)  # no shutdown, no abort: a dead node
+                process.wait()
+                row = await finished(db_pool, task.task_id)
+
+        assert row["status"] == "succeeded"
+        assert row["attempt"] == 2
+        assert row["result_sha256"] == hashlib.sha256(media).hexdigest()
+        assert row["result_size"] == len(media)
+        # The next attempt opens the URL as every attempt does (what is it?), drops that
+        # answer once it is the recorded file, and asks for the rest from a part boundary
+        # past the first two parts.
+        assert [r.get("range") is None for r in origin.requests] == [True, True, False]
+        wanted = origin.requests[2]["range"]
+        assert wanted.startswith("bytes=") and wanted.endswith("-")
+        assert int(wanted[6:-1]) >= 2 * part and int(wanted[6:-1]) % part == 0
+        assert origin.requests[2]["if-range"] == '"v1"'
+        assert origin.served <= len(media) + 2 * part
+        assert counted("worker_resumes_total", kind="across_attempts") == across + 1
+        # The events show the new attempt going on from where the bytes were.
+        history = await events(db_pool, task.task_id)
+        done = [e["task"]["bytes_done"] for e in history]
+        assert done == sorted(done)
+        second = [e["task"] for e in history if e["task"]["attempt"] == 2]
+        assert second[0]["bytes_done"] >= 2 * part
+        assert await ledger(db_pool, task.task_id) == [("charge", -TASK_COST)]
+        assert await stored_keys(s3, doomed.s3_bucket, task.prefix) == [f"{task.prefix}1"]
+        assert await open_uploads(s3, doomed.s3_bucket, task.prefix) == []
+        assert not await db_pool.fetchval(
+            "SELECT count(*) FROM media.task_uploads WHERE task_id = $1", task.task_id
+        )
+    await remove_stored(s3, doomed.s3_bucket, task)

@@ -20,6 +20,7 @@ from yarl import URL
 from mediaflow_libs import naming
 from mediaflow_worker.errors import TaskFailure
 from mediaflow_worker.fetch import Source
+from mediaflow_worker.journal import Continuation
 from mediaflow_worker.media import dash, hls, mux
 from mediaflow_worker.media.fetcher import Fetcher
 from mediaflow_worker.media.metrics import MEDIA_FAILURES, MEDIA_TASKS
@@ -27,7 +28,7 @@ from mediaflow_worker.media.plan import Format, Info, Options, Plan
 from mediaflow_worker.media.segments import PieceFetch, fetch_pieces
 from mediaflow_worker.media.select import Selection, select
 from mediaflow_worker.resolve import Page, Resolvers, _is_page, _page_text, _prepend, _read_head
-from mediaflow_worker.resume import Restarted, ResumableBody
+from mediaflow_worker.resume import Restarted, ResumableBody, validator
 
 PROBE_BYTES = 1024 * 1024  # of the stored file's start, for ffprobe
 
@@ -64,6 +65,12 @@ class Media:
     plan: Plan
     report: mux.MuxReport | None = None
     head: bytearray = field(default_factory=bytearray)
+    body: ResumableBody | None = None  # a direct file stored as it is
+
+    @property
+    def continued(self) -> bool:
+        """Whether the bytes start where another attempt's stored parts end."""
+        return self.body is not None and self.body.skip_to is not None
 
     async def describe(self, content_type: str) -> Described:
         """The file name and API.md's ``media`` of the stored result."""
@@ -127,6 +134,7 @@ async def open_plan(
     config: MediaConfig,
     *,
     restartable: bool = False,
+    continuation: Continuation | None = None,
 ) -> AsyncIterator[Plan]:
     """The plan for ``url``; a direct file's response stays open for the block.
 
@@ -148,6 +156,13 @@ async def open_plan(
                     else:
                         plan = Plan("manifest", at, "dash", dash.mpd_formats(fetcher, text, at))
                 elif not _is_page(source, head):
+                    # Another attempt's parts go on only for the very file they hold.
+                    go_on = (
+                        continuation is not None
+                        and restartable
+                        and validator(source) == continuation.validator
+                        and source.size == continuation.size
+                    )
                     body = ResumableBody(
                         fetcher.session,
                         fetcher.limits,
@@ -156,6 +171,7 @@ async def open_plan(
                         len(head),
                         config.max_resumes,
                         restartable,
+                        skip_to=continuation.offset if go_on and continuation else None,
                     )
                     yield Plan(
                         "direct",
@@ -165,8 +181,9 @@ async def open_plan(
                             url=source.url,
                             content_type=source.content_type,
                             size=source.size,
-                            chunks=_prepend(head, body.chunks()),
+                            chunks=body.chunks() if go_on else _prepend(head, body.chunks()),
                         ),
+                        body=body,
                     )
                     return
                 else:
@@ -296,19 +313,22 @@ async def open_task_media(
     resolvers: Resolvers,
     config: MediaConfig,
     on_plan: Callable[[Plan], None] | None = None,
+    continuation: Continuation | None = None,
 ) -> AsyncIterator[Media]:
     """The media of ``url`` as ``options`` want it, for the block to store."""
     # A direct file stored as it is can start over within the attempt; one fed to ffmpeg
     # cannot (ffmpeg cannot be told to forget what it read).
     restartable = options.mode == "auto"
-    async with open_plan(fetcher, url, resolvers, config, restartable=restartable) as plan:
+    async with open_plan(
+        fetcher, url, resolvers, config, restartable=restartable, continuation=continuation
+    ) as plan:
         MEDIA_TASKS.labels(plan.source_kind).inc()
         if on_plan is not None:
             on_plan(plan)
         media: Media
         if plan.kind == "direct" and options.mode == "auto":
             assert plan.source is not None
-            media = Media(plan.source.chunks, plan.source.size, plan)
+            media = Media(plan.source.chunks, plan.source.size, plan, body=plan.body)
         else:
             formats = plan.formats or [{"url": plan.url, "protocol": "https"}]
             if plan.kind == "direct":
