@@ -436,6 +436,10 @@ async def _obtain(
                 copied = await _copy_cached(resources, cached, key)
             if copied:
                 CACHE_LOOKUPS.labels("hit").inc()
+                if continuation is not None:  # not needed after all
+                    await journal.abandon(
+                        resources.pool, resources.s3, settings.s3_bucket, progress.task_id
+                    )
                 return cached.result, True, cached.described
         CACHE_LOOKUPS.labels("miss").inc()
     async with AsyncExitStack() as stack:
