@@ -33,6 +33,7 @@ SCRIPTS = (
     "media_vs_ytdlp",
     "sse_bench",
     "e2e_latency",
+    "resume_drops",
 )
 
 

@@ -62,8 +62,8 @@ for _kind in ("in_attempt", "restart", "across_attempts"):
     RESUMES.labels(_kind)  # every kind on /metrics from the start, at zero
 BYTES_REFETCHED = Counter(
     "worker_bytes_refetched_total",
-    "Source bytes fetched a second time: those of a restarted body, and those after the "
-    "last stored part when a task continues in another attempt",
+    "Source bytes fetched a second time: those of a restarted body, and, when a task "
+    "continues in another attempt, those its earlier attempt showed past its last stored part",
 )
 UPLOADS_SWEPT = Counter(
     "worker_orphan_uploads_aborted_total",

@@ -44,6 +44,7 @@ from mediaflow_worker.media.fetcher import Fetcher
 from mediaflow_worker.media.pipeline import Described, MediaConfig, open_task_media
 from mediaflow_worker.media.plan import Options
 from mediaflow_worker.metrics import (
+    BYTES_REFETCHED,
     BYTES_STREAMED,
     CACHE_LOOKUPS,
     FAILURES,
@@ -545,6 +546,8 @@ async def _continue_or_record(
             progress.floor = await con.fetchval(
                 "SELECT bytes_done FROM media.tasks WHERE id = $1", task_id
             )
+        # What the earlier attempt showed past its last stored part is fetched again.
+        BYTES_REFETCHED.inc(max(progress.floor - continuation.offset, 0))
         log.info("job.continuing", at=continuation.offset, parts=len(continuation.parts))
     body = media.body
     if body is None or body.size is None or body.validator is None:

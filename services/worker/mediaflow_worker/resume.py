@@ -101,6 +101,8 @@ class ResumableBody:
         if self.skip_to is not None:
             self.first.close()
             self.passed, current, kind = self.skip_to, None, "across_attempts"
+            if self.skip_to >= (self.size or 0):
+                return  # every byte is stored already (a range past the end would be a 416)
         async with AsyncExitStack() as responses:
             while True:
                 if current is None:

@@ -309,6 +309,7 @@ async def test_a_worker_killed_mid_transfer_is_continued_at_its_last_stored_part
     # 64 KiB every 5 ms: about 8 s for the whole file, and no cut.
     origin = await started(cutting, media, cut=len(media), pause=0.005)
     across = counted("worker_resumes_total", kind="across_attempts")
+    refetched = counted("worker_bytes_refetched_total")
 
     async def two_parts_recorded() -> bool:
         recorded = await db_pool.fetchval(
@@ -339,6 +340,15 @@ async def test_a_worker_killed_mid_transfer_is_continued_at_its_last_stored_part
         assert origin.requests[2]["if-range"] == '"v1"'
         assert origin.served <= len(media) + 2 * part
         assert counted("worker_resumes_total", kind="across_attempts") == across + 1
+        # What the dead worker showed past its stored parts is counted as fetched twice.
+        shown = max(
+            e["task"]["bytes_done"] or 0
+            for e in await events(db_pool, task.task_id)
+            if e["task"]["attempt"] == 1
+        )
+        assert counted("worker_bytes_refetched_total") - refetched == max(
+            shown - int(wanted[6:-1]), 0
+        )
         # The events show the new attempt going on from where the bytes were.
         history = await events(db_pool, task.task_id)
         done = [e["task"]["bytes_done"] for e in history]
