@@ -67,6 +67,7 @@ class CuttingOrigin:
     version: int = 1
     port: int = 0
     pause: float = 0.0  # between writes: a slow source, to act mid-transfer
+    redirect: str | None = None  # where answers after the first redirect to
 
     @property
     def url(self) -> str:
@@ -88,6 +89,12 @@ class CuttingOrigin:
             first = len(self.requests) == 1
             if not first and self.replacement is not None and self.version == 1:
                 self.body, self.version = self.replacement, 2
+            if not first and self.redirect is not None:
+                writer.write(
+                    f"HTTP/1.1 302 Found\r\nLocation: {self.redirect}\r\n"
+                    "Content-Length: 0\r\nConnection: close\r\n\r\n".encode()
+                )
+                return
             start, status = 0, "200 OK"
             wanted = headers.get("range", "")
             honoured = headers.get("if-range", self.etag) == self.etag
@@ -240,6 +247,33 @@ async def test_a_file_replaced_between_two_requests_is_stored_wholly_as_the_new_
         assert await body.read() == new
     assert await open_uploads(s3, worker.settings.s3_bucket, task.prefix) == []
     await remove_stored(s3, worker.settings.s3_bucket, task)
+
+
+async def test_a_resumed_request_is_checked_like_the_first_one(
+    worker: Worker,
+    submit: Submit,
+    db_pool: asyncpg.Pool,
+    s3: Any,
+    make_mp4: MakeMedia,
+    cutting: Callable[..., CuttingOrigin],
+) -> None:
+    media = make_mp4(12 * MIB)
+    # The continuation is redirected to the cloud metadata address: refused, not fetched.
+    redirect = "http://169.254.169.254/latest/meta-data/"
+    origin = await started(cutting, media, cut=9 * MIB, redirect=redirect)
+    task = await submit(origin.url)
+    row = await finished(db_pool, task.task_id)
+
+    assert row["status"] == "failed"
+    assert row["error_code"] == "blocked_destination"
+    assert origin.requests[1]["range"].startswith("bytes=")
+    assert await open_uploads(s3, worker.settings.s3_bucket, task.prefix) == []
+    assert (
+        await db_pool.fetchval(
+            "SELECT count(*) FROM media.task_uploads WHERE task_id = $1", task.task_id
+        )
+        == 0
+    )
 
 
 async def test_the_sweep_aborts_uploads_no_running_task_owns(
