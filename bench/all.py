@@ -34,7 +34,6 @@ SCRIPTS = (
     "media_rss",
     "sse_bench",
     "e2e_latency",
-    "resume_drops",
 )
 
 
