@@ -183,11 +183,14 @@ async def sign_in(
     # addresses reach it (a distributed guesser), never one address alone: the owner,
     # elsewhere, still signs in. The address limit stops one address trying many accounts.
     pair = f"account_ip:{address}|{account}"
-    subjects = {
-        pair: settings.sign_in_max_failures_per_account_and_ip,
-        f"account:{account}": settings.sign_in_max_failures_per_account,
-        f"ip:{address}": settings.sign_in_max_failures_per_ip,
-    }
+    subjects = {f"ip:{address}": settings.sign_in_max_failures_per_ip}
+    if account:
+        # An email that is not text names no account: nothing to protect, and one shared
+        # key would let anyone's junk lock every such attempt out.
+        subjects |= {
+            pair: settings.sign_in_max_failures_per_account_and_ip,
+            f"account:{account}": settings.sign_in_max_failures_per_account,
+        }
     window = settings.sign_in_window_seconds
     async with resources.pool.acquire() as con:
         # Counted as a failure up front (and given back if it succeeds): attempts sent at

@@ -131,3 +131,23 @@ def test_the_account_limit_must_exceed_the_per_address_one(infra) -> None:  # ty
             sign_in_max_failures_per_account_and_ip=10,
             sign_in_max_failures_per_account=10,
         )
+
+
+async def test_sign_ins_naming_no_account_count_only_for_their_address(
+    auth: httpx.AsyncClient,
+) -> None:
+    """An email that is not text names no account: however many such attempts anyone sends,
+    another one from another address is refused as a bad credential, not throttled."""
+    for _ in range(PER_ACCOUNT + 1):
+        response = await auth.post(
+            "/v1/auth/sign-in",
+            json={"email": {"$ne": None}, "password": WRONG},
+            headers={"x-forwarded-for": "203.0.113.7"},
+        )
+        assert response.status_code == 401, response.text
+    response = await auth.post(
+        "/v1/auth/sign-in",
+        json={"email": ["x"], "password": WRONG},
+        headers={"x-forwarded-for": "203.0.113.8"},
+    )
+    assert (response.status_code, problem_code(response)) == (401, "invalid_credentials")
