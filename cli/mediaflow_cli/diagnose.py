@@ -1,12 +1,14 @@
-"""``mediaflow diagnose``: find what makes sessions fail for the wrong reason.
+"""mediaflow diagnose: find what makes sessions fail for the wrong reason.
 
 Each check prints PASS or FAIL with the fix in one line; any failure makes the exit code 1.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
+import os
 import secrets
 import sys
 import time
@@ -18,6 +20,8 @@ from urllib.parse import urlsplit
 import asyncpg
 import httpx
 
+from mediaflow_cli.client import DEFAULT_URL
+from mediaflow_cli.command import Commands, add_command
 from mediaflow_libs.migrate import migration_files
 
 DEFAULT_SERVICES = {
@@ -312,3 +316,31 @@ def report(d: Diagnosis, as_json: bool) -> int:
             sys.stdout.write(line + (f"\n      fix: {c.fix}" if c.fix else "") + "\n")
         sys.stdout.write(f"{len(d.checks) - len(failed)} passed, {len(failed)} failed\n")
     return 1 if failed else 0
+
+
+async def run(args: argparse.Namespace) -> int:
+    services = dict(DEFAULT_SERVICES)
+    for item in args.service or []:
+        name, _, url = item.partition("=")
+        services[name] = url
+    public_url = args.url or os.environ.get("MEDIAFLOW_URL") or DEFAULT_URL
+    return report(await diagnose(public_url, services, args.database_url), args.json)
+
+
+def register(commands: Commands) -> None:
+    command = add_command(
+        commands,
+        "diagnose",
+        "check configuration, sessions and cookies end to end (for operators; exit 1 on a FAIL)",
+        run,
+    )
+    command.add_argument(
+        "--service",
+        action="append",
+        metavar="NAME=URL",
+        help="a service's own URL (default: local ports)",
+    )
+    command.add_argument(
+        "--database-url",
+        default=os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/mediaflow"),
+    )

@@ -1,167 +1,98 @@
-"""``mediaflow``: sign in, submit a media URL and watch it land, from a terminal."""
+"""The mediaflow command's entry point: the subcommands, and every failure turned into one
+line on stderr and an exit code."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import getpass
-import os
+import json
 import sys
-from typing import Any
+from collections.abc import Callable
 
-from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+import httpx
 
-from mediaflow_cli import diagnose
-from mediaflow_cli.client import Api, ApiError, load_session
+from mediaflow_cli import diagnose, user
+from mediaflow_cli.client import ApiError, CorruptDownload
+from mediaflow_cli.command import (
+    EXIT_AUTH,
+    EXIT_INTERRUPTED,
+    EXIT_REFUSED,
+    EXIT_UNAVAILABLE,
+    CliError,
+    Commands,
+    root_parser,
+    warn,
+)
 
-DEFAULT_URL = os.environ.get("MEDIAFLOW_URL", "http://127.0.0.1:8080")
-EXIT_TASK_FAILED = 1
-EXIT_USAGE = 2
+DESCRIPTION = """\
+Turn media links into stored files, from a terminal.
 
-console = Console(stderr=True)
+  mediaflow sign-up you@example.com
+  mediaflow submit https://host/video.mp4      # live progress, then the file here
+  mediaflow list
 
+Results go to stdout (ids, paths, keys; --json for everything as JSON), messages and progress
+to stderr. The session is saved in ~/.config/mediaflow/session.json (MEDIAFLOW_CONFIG);
+MEDIAFLOW_API_KEY, when set, is used instead."""
 
-def _password(args: argparse.Namespace) -> str:
-    return os.environ.get("MEDIAFLOW_PASSWORD") or getpass.getpass("Password: ")
+# Each module adds its subcommands here.
+REGISTRARS: tuple[Callable[[Commands], None], ...] = (user.register, diagnose.register)
 
-
-def _api(args: argparse.Namespace) -> Api:
-    session = load_session() or {}
-    base_url = args.url or session.get("url") or DEFAULT_URL
-    return Api(base_url, session.get("token"))
-
-
-async def _authenticate(args: argparse.Namespace, action: str) -> int:
-    async with Api(args.url or DEFAULT_URL, None) as api:
-        body = await api.authenticate(action, args.email, _password(args))
-    console.print(f"signed in as {body['user']['email']}")
-    return 0
-
-
-async def _submit(args: argparse.Namespace) -> int:
-    async with _api(args) as api:
-        response = await api.call("POST", "/v1/tasks", json={"url": args.source_url})
-        task: dict[str, Any] = response.json()["task"]
-        print(task["id"])
-        if args.no_wait:
-            return 0
-        with Progress(
-            TextColumn("[bold]{task.fields[status]}"),
-            BarColumn(),
-            TextColumn("{task.percentage:>3.0f}%"),
-            DownloadColumn(),
-            TransferSpeedColumn(),
-            console=console,
-        ) as progress:
-            bar = progress.add_task("media", total=None, status=task["status"])
-            task_id = task["id"]
-            async for task in api.follow(task_id):
-                progress.update(
-                    bar,
-                    completed=task["bytes_done"],
-                    total=task["bytes_total"],
-                    status=task["status"],
-                )
-        return _report(task, await _download_url(api, task))
+AUTH_HINT = "sign in with `mediaflow sign-in EMAIL` (or set MEDIAFLOW_API_KEY)"
 
 
-async def _download_url(api: Api, task: dict[str, Any]) -> str | None:
-    if task["status"] != "succeeded":
-        return None
-    response = await api.http.get(f"/v1/tasks/{task['id']}/download", follow_redirects=False)
-    if response.status_code != 302:
-        raise ApiError(response)
-    return response.headers["location"]
-
-
-def _report(task: dict[str, Any], download_url: str | None) -> int:
-    if task["status"] == "succeeded":
-        result = task["result"]
-        console.print(
-            f"[green]succeeded[/]: {result['size']} bytes, {result['content_type']}, "
-            f"sha256 {result['sha256']}"
-        )
-        console.print(f"download (expires within 15 min): {download_url}")
-        return 0
-    error = task.get("error") or {"code": task["status"], "message": ""}
-    console.print(f"[red]{task['status']}[/]: {error['code']}: {error['message']}")
-    return EXIT_TASK_FAILED
-
-
-async def _status(args: argparse.Namespace) -> int:
-    async with _api(args) as api:
-        task = (await api.call("GET", f"/v1/tasks/{args.task_id}")).json()["task"]
-        console.print_json(data=task)
-        return 0 if task["status"] != "failed" else EXIT_TASK_FAILED
-
-
-async def _watch(args: argparse.Namespace) -> int:
-    async with _api(args) as api:
-        async for task in api.follow(args.task_id):
-            progress = "-" if task["progress"] is None else task["progress"]
-            console.print(f"{task['status']:>9} {progress:>3}%")
-        return _report(task, await _download_url(api, task))
-
-
-async def _diagnose(args: argparse.Namespace) -> int:
-    services = dict(diagnose.DEFAULT_SERVICES)
-    for item in args.service or []:
-        name, _, url = item.partition("=")
-        services[name] = url
-    result = await diagnose.diagnose(args.url or DEFAULT_URL, services, args.database_url)
-    return diagnose.report(result, args.json)
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mediaflow", description=__doc__)
-    parser.add_argument(
-        "--url", help=f"the mediaflow origin (default {DEFAULT_URL} or the saved one)"
-    )
-    commands = parser.add_subparsers(dest="command", required=True)
-    for name in ("sign-up", "sign-in"):
-        command = commands.add_parser(
-            name, help=f"{name.replace('-', ' ')}; password from MEDIAFLOW_PASSWORD or a prompt"
-        )
-        command.add_argument("email")
-    submit = commands.add_parser("submit", help="submit a media URL and follow it live")
-    submit.add_argument("source_url")
-    submit.add_argument("--no-wait", action="store_true", help="print the task id and return")
-    for name in ("status", "watch"):
-        command = commands.add_parser(name, help=f"{name} a task")
-        command.add_argument("task_id")
-    check = commands.add_parser(
-        "diagnose", help="check configuration, sessions and cookies end to end"
-    )
-    check.add_argument("--json", action="store_true", help="machine-readable output")
-    check.add_argument(
-        "--service",
-        action="append",
-        metavar="NAME=URL",
-        help="a service's own URL (default: local ports)",
-    )
-    check.add_argument(
-        "--database-url",
-        default=os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/mediaflow"),
-    )
+def build_parser() -> argparse.ArgumentParser:
+    parser = root_parser(DESCRIPTION)
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    for register in REGISTRARS:
+        register(commands)
     return parser
 
 
+def _failure(exc: Exception) -> CliError:
+    if isinstance(exc, CliError):
+        return exc
+    if isinstance(exc, ApiError):
+        message = f"{exc.detail} ({exc.status} {exc.code})"
+        if exc.retry_after:
+            message += f"; retry after {exc.retry_after} s"
+        if exc.status == 401:
+            return CliError(f"{message}; {AUTH_HINT}", EXIT_AUTH, exc.code)
+        if exc.status == 403:
+            return CliError(message, EXIT_AUTH, exc.code)
+        if exc.status < 500:
+            return CliError(message, EXIT_REFUSED, exc.code)
+        return CliError(message, EXIT_UNAVAILABLE, exc.code)
+    if isinstance(exc, CorruptDownload):
+        return CliError(str(exc), EXIT_UNAVAILABLE, "checksum_mismatch")
+    if isinstance(exc, httpx.TransportError):
+        try:
+            where = f"{exc.request.url.scheme}://{exc.request.url.netloc.decode()}"
+        except RuntimeError:  # an error raised before any request was made
+            where = "mediaflow"
+        reason = str(exc) or type(exc).__name__
+        return CliError(f"cannot reach {where}: {reason}", EXIT_UNAVAILABLE, "unreachable")
+    # A local file that cannot be written or read.
+    name = f" ({exc.filename})" if isinstance(exc, OSError) and exc.filename else ""
+    return CliError(f"{exc}{name}", EXIT_UNAVAILABLE, "os_error")
+
+
 def main(argv: list[str] | None = None) -> None:
-    args = _parser().parse_args(argv)
-    handlers = {
-        "sign-up": lambda: _authenticate(args, "sign-up"),
-        "sign-in": lambda: _authenticate(args, "sign-in"),
-        "submit": lambda: _submit(args),
-        "status": lambda: _status(args),
-        "watch": lambda: _watch(args),
-        "diagnose": lambda: _diagnose(args),
-    }
+    args = build_parser().parse_args(argv)
     try:
-        code = asyncio.run(handlers[args.command]())
-    except ApiError as exc:
-        console.print(f"[red]error[/]: {exc}")
-        code = EXIT_USAGE if exc.status < 500 else EXIT_TASK_FAILED
+        code = asyncio.run(args.handler(args))
     except KeyboardInterrupt:
-        code = 130
+        warn("interrupted", "stopped")
+        code = EXIT_INTERRUPTED
+    except (CliError, ApiError, CorruptDownload, httpx.TransportError, OSError) as exc:
+        failure = _failure(exc)
+        warn("error", failure.message)
+        if args.json:
+            error = {
+                "code": failure.code,
+                "message": failure.message,
+                "exit_code": failure.exit_code,
+            }
+            sys.stdout.write(json.dumps({"error": error}) + "\n")
+        code = failure.exit_code
     sys.exit(code)

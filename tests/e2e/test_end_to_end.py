@@ -9,9 +9,9 @@ import secrets
 from pathlib import Path
 
 import httpx
+from httpx_sse import EventSource
 
 from devstack import media, stack
-from mediaflow_cli.sse import SseEvent, read_events
 from services.worker.tests import media_sources
 
 SAMPLE_BYTES = 12 * 1024 * 1024 + 12345  # not a multiple of the part size
@@ -24,8 +24,8 @@ async def _follow_to_terminal(client: httpx.AsyncClient, task_id: str) -> list[d
         assert response.headers["content-type"].startswith("text/event-stream")
         # API.md promises this header to the client, through the ingress too.
         assert response.headers["x-accel-buffering"] == "no"
-        async for item in read_events(response):
-            if isinstance(item, SseEvent) and item.event == "task":
+        async for item in EventSource(response).aiter_sse():
+            if item.event == "task":
                 assert item.id, "every task event carries a cursor"
                 task = json.loads(item.data)
                 seen.append(task)

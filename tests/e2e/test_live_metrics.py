@@ -8,11 +8,11 @@ import secrets
 from pathlib import Path
 
 import httpx
+from httpx_sse import EventSource
 from prometheus_client.parser import text_string_to_metric_families
 
 from deploy.tests.monitoring import EXTERNAL_METRICS, chart_metric_names, series_names
 from devstack import media, stack
-from mediaflow_cli.sse import SseEvent, read_events
 from services.worker.tests import media_sources
 
 
@@ -22,8 +22,8 @@ async def _run_to_the_end(client: httpx.AsyncClient, url: str, **options: str) -
     assert submitted.status_code == 202, submitted.text
     task_id = submitted.json()["task"]["id"]
     async with client.stream("GET", "/v1/events", params={"task": task_id}, timeout=60) as stream:
-        async for item in read_events(stream):
-            if isinstance(item, SseEvent) and item.event == "task":
+        async for item in EventSource(stream).aiter_sse():
+            if item.event == "task":
                 status = str(json.loads(item.data)["status"])
                 if status in ("succeeded", "failed", "canceled"):
                     return status

@@ -14,8 +14,8 @@ from urllib.parse import quote
 
 import httpx
 import pytest
+from httpx_sse import EventSource
 
-from mediaflow_cli.sse import SseEvent, read_events
 from tests.hostile.sources import Origin
 from tests.hostile.support import User, World, assert_problem, forged_cursor, sign_up
 
@@ -218,8 +218,8 @@ async def _collect(
             "GET", "/v1/events", params=params, headers=headers, timeout=30
         ) as response:
             assert response.status_code == 200, await response.aread()
-            async for item in read_events(response):
-                if isinstance(item, SseEvent) and item.event == "task":
+            async for item in EventSource(response).aiter_sse():
+                if item.event == "task":
                     seen.append(json.loads(item.data))
 
     with contextlib.suppress(TimeoutError):

@@ -1,0 +1,419 @@
+"""The user's commands: an account, tasks and their files, API keys."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from mediaflow_cli.client import Api, forget_session, resolve
+from mediaflow_cli.command import (
+    EXIT_OK,
+    EXIT_TASK_FAILED,
+    EXIT_UNAVAILABLE,
+    EXIT_USAGE,
+    CliError,
+    Commands,
+    add_command,
+    add_group,
+    emit,
+    say,
+)
+from mediaflow_cli.progress import Bar
+
+QUALITIES = ("best", "2160", "1440", "1080", "720", "480", "360", "240", "144")
+AUDIO_FORMATS = ("original", "mp3", "opus")
+LIST_PAGE = 20
+
+
+def _api(args: argparse.Namespace) -> Api:
+    return Api(*resolve(args.url))
+
+
+# --- account ---------------------------------------------------------------------------------
+
+
+def _password(args: argparse.Namespace, confirm: bool) -> str:
+    """From MEDIAFLOW_PASSWORD, stdin (--password-stdin), or a prompt on a terminal."""
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+        if not password:
+            raise CliError("--password-stdin: stdin held no password", EXIT_USAGE, "no_password")
+        return password
+    if password := os.environ.get("MEDIAFLOW_PASSWORD", ""):
+        return password
+    if not sys.stdin.isatty():
+        raise CliError(
+            "no password: set MEDIAFLOW_PASSWORD, pipe it with --password-stdin, "
+            "or run this in a terminal to be asked",
+            EXIT_USAGE,
+            "no_password",
+        )
+    try:
+        password = getpass.getpass("Password: ")
+        if confirm and getpass.getpass("Password again: ") != password:
+            raise CliError("the two passwords differ", EXIT_USAGE, "password_mismatch")
+    except EOFError as exc:
+        raise CliError("no password given", EXIT_USAGE, "no_password") from exc
+    return password
+
+
+async def _authenticate(args: argparse.Namespace, action: str) -> int:
+    password = _password(args, confirm=action == "sign-up")
+    base_url, _ = resolve(args.url)
+    async with Api(base_url) as api:
+        body = await api.authenticate(action, args.email, password, getattr(args, "name", None))
+    say(f"signed in to {base_url} as {body['user']['email']}")
+    emit(args, body)
+    return EXIT_OK
+
+
+async def sign_up(args: argparse.Namespace) -> int:
+    return await _authenticate(args, "sign-up")
+
+
+async def sign_in(args: argparse.Namespace) -> int:
+    return await _authenticate(args, "sign-in")
+
+
+async def sign_out(args: argparse.Namespace) -> int:
+    base_url, headers = resolve(args.url)
+    if "cookie" in headers:
+        async with Api(base_url, headers) as api:
+            # Revoked on the server even when the local copy is then forgotten.
+            response = await api.http.post("/v1/auth/sign-out")
+            if response.status_code >= 500:
+                raise CliError(
+                    f"the server could not sign out ({response.status_code}); "
+                    "the session is kept, try again",
+                    EXIT_UNAVAILABLE,
+                    "unavailable",
+                )
+    forgotten = forget_session() if "cookie" in headers else False
+    say("signed out" if forgotten else "not signed in")
+    emit(args, {"signed_out": forgotten})
+    return EXIT_OK
+
+
+async def me(args: argparse.Namespace) -> int:
+    async with _api(args) as api:
+        body = await api.json("GET", "/v1/me")
+    balance = body["credits"]["balance"]
+    say(
+        f"{body['user']['email']} at {api.base_url}: {balance} credits. A task is charged when "
+        "it is accepted and refunded if it fails or is canceled."
+    )
+    emit(args, body, str(balance))
+    return EXIT_OK
+
+
+# --- tasks -----------------------------------------------------------------------------------
+
+
+def _describe(task: dict[str, Any]) -> str:
+    """One line for a person: what the task is and where it stands."""
+    status = task["status"]
+    if status == "succeeded" and task.get("result"):
+        result = task["result"]
+        return f"succeeded: {result['filename']} ({result['content_type']}, {result['size']} bytes)"
+    if task.get("error"):
+        return f"{status}: {task['error']['code']}: {task['error']['message']}"
+    progress = "" if task.get("progress") is None else f" {task['progress']}%"
+    return f"{status}{progress}: {task['source_url']}"
+
+
+def _ended_badly(task: dict[str, Any]) -> bool:
+    return task["status"] in ("failed", "canceled")
+
+
+async def _follow(api: Api, task: dict[str, Any]) -> dict[str, Any]:
+    """Follows a task to its end with a progress bar; returns its final state."""
+    with Bar("storing") as bar:
+        async for state in api.follow(task["id"]):
+            task = state
+            bar.update(task["status"], task["bytes_done"], task["bytes_total"])
+    return task
+
+
+def _destination(output: str | None, task: dict[str, Any]) -> Path | None:
+    """Where a file goes: -o FILE (overwritten), into -o DIR, '-' for stdout, or the task's
+    filename in the current directory, never over an existing file."""
+    if output == "-":
+        return None
+    # The server names the file; only its last segment is used, never a path it chose.
+    name = Path(task["result"]["filename"] or "").name.lstrip(".") or task["id"]
+    if output is not None and not Path(output).is_dir():
+        return Path(output)
+    folder = Path(output or ".")
+    candidate = folder / name
+    stem, suffix = candidate.stem, candidate.suffix
+    number = 1
+    while candidate.exists():
+        candidate = folder / f"{stem} ({number}){suffix}"
+        number += 1
+    return candidate
+
+
+async def _save(api: Api, task: dict[str, Any], output: str | None) -> Path | None:
+    destination = _destination(output, task)
+    with Bar("downloading") as bar:
+        saved = await api.save(task, destination, lambda done, total: bar.update("", done, total))
+    say(f"saved {saved.size} bytes to {destination or 'stdout'} (SHA-256 verified)")
+    return destination
+
+
+async def submit(args: argparse.Namespace) -> int:
+    body: dict[str, Any] = {"url": args.source_url}
+    if args.quality:
+        body["quality"] = args.quality if args.quality == "best" else int(args.quality)
+    if args.audio:
+        body["mode"] = "audio"
+    elif args.mute:
+        body["mode"] = "mute"
+    if args.audio_format:
+        if not args.audio:
+            raise CliError("--audio-format goes with --audio", EXIT_USAGE, "usage")
+        body["audio_format"] = args.audio_format
+    if args.json and args.output == "-":
+        raise CliError("--json and -o - would both write to stdout", EXIT_USAGE, "usage")
+    async with _api(args) as api:
+        task = (await api.json("POST", "/v1/tasks", json=body))["task"]
+        say(f"accepted task {task['id']}")
+        if args.no_wait:
+            emit(args, {"task": task}, task["id"])
+            return EXIT_OK
+        if not args.json and args.output != "-":
+            emit(args, None, task["id"])
+        task = await _follow(api, task)
+        say(_describe(task), "green" if task["status"] == "succeeded" else "red")
+        path = await _save(api, task, args.output) if task["status"] == "succeeded" else None
+    if args.json:
+        emit(args, {"task": task, "file": str(path) if path else None})
+    elif path is not None:
+        emit(args, None, str(path))
+    return EXIT_TASK_FAILED if _ended_badly(task) else EXIT_OK
+
+
+async def watch(args: argparse.Namespace) -> int:
+    async with _api(args) as api:
+        task = await _follow(api, {"id": args.task_id})
+        say(_describe(task), "green" if task["status"] == "succeeded" else "red")
+        path = (
+            await _save(api, task, args.output)
+            if args.output is not None and task["status"] == "succeeded"
+            else None
+        )
+    if args.json:
+        emit(args, {"task": task, "file": str(path) if path else None})
+    else:
+        emit(args, None, task["status"], *([str(path)] if path else []))
+    return EXIT_TASK_FAILED if _ended_badly(task) else EXIT_OK
+
+
+async def status(args: argparse.Namespace) -> int:
+    async with _api(args) as api:
+        task = await api.task(args.task_id)
+    say(_describe(task))
+    emit(args, {"task": task}, task["status"])
+    return EXIT_TASK_FAILED if _ended_badly(task) else EXIT_OK
+
+
+def _row(task: dict[str, Any]) -> str:
+    """id first and the name last, so that `awk '{print $1}'` and `cut` both work."""
+    result = task.get("result") or {}
+    progress = "-" if task.get("progress") is None else f"{task['progress']}%"
+    size = str(result.get("size", "-"))
+    name = result.get("filename") or task["source_url"]
+    created = task["created_at"]
+    return f"{task['id']}  {task['status']:<9}  {progress:>4}  {size:>10}  {created}  {name}"
+
+
+async def list_tasks(args: argparse.Namespace) -> int:
+    items: list[dict[str, Any]] = []
+    cursor = args.cursor
+    async with _api(args) as api:
+        while True:
+            params = {"limit": str(args.limit)} | ({"cursor": cursor} if cursor else {})
+            page = await api.json("GET", "/v1/tasks", params=params)
+            items.extend(page["items"])
+            cursor = page["next_cursor"]
+            if not (args.all and cursor):
+                break
+    emit(args, {"items": items, "next_cursor": cursor}, *(_row(task) for task in items))
+    if not items:
+        say("no tasks yet: mediaflow submit URL")
+    if cursor and not args.json:
+        say(f"more: mediaflow list --cursor {cursor}  (or --all)")
+    return EXIT_OK
+
+
+async def cancel(args: argparse.Namespace) -> int:
+    async with _api(args) as api:
+        task = (await api.json("POST", f"/v1/tasks/{args.task_id}/cancel"))["task"]
+    say(_describe(task))
+    emit(args, {"task": task}, task["status"])
+    return EXIT_OK
+
+
+async def delete(args: argparse.Namespace) -> int:
+    async with _api(args) as api:
+        await api.call("DELETE", f"/v1/tasks/{args.task_id}")
+    say(f"deleted task {args.task_id} and its file")
+    emit(args, {"deleted": args.task_id})
+    return EXIT_OK
+
+
+async def download(args: argparse.Namespace) -> int:
+    async with _api(args) as api:
+        task = await api.task(args.task_id)
+        if task["status"] != "succeeded":
+            # The server's own 409 task_not_ready, so the error reads the same either way.
+            await api.download_url(task["id"])
+        if args.print_url:
+            url = await api.download_url(task["id"])
+            say("a presigned URL, valid for up to 15 minutes")
+            emit(args, {"task": task, "url": url}, url)
+            return EXIT_OK
+        path = await _save(api, task, args.output)
+    if args.json:
+        emit(args, {"task": task, "file": str(path) if path else None})
+    elif path is not None:
+        emit(args, None, str(path))
+    return EXIT_OK
+
+
+# --- API keys --------------------------------------------------------------------------------
+
+
+async def keys_create(args: argparse.Namespace) -> int:
+    async with _api(args) as api:
+        created = await api.json("POST", "/v1/auth/api-keys", json={"name": args.name})
+    say(
+        f"created API key {created['id']} ({created['name']}); it is shown once, store it now. "
+        "Use it as MEDIAFLOW_API_KEY or as `Authorization: Bearer KEY`."
+    )
+    emit(args, created, created["key"])
+    return EXIT_OK
+
+
+async def keys_list(args: argparse.Namespace) -> int:
+    async with _api(args) as api:
+        body = await api.json("GET", "/v1/auth/api-keys")
+    rows = [
+        f"{key['id']}  {key['created_at']}  {key['last_used_at'] or 'never-used'}  {key['name']}"
+        for key in body["items"]
+    ]
+    emit(args, body, *rows)
+    if not rows:
+        say("no API keys: mediaflow keys create NAME")
+    return EXIT_OK
+
+
+async def keys_delete(args: argparse.Namespace) -> int:
+    async with _api(args) as api:
+        await api.call("DELETE", f"/v1/auth/api-keys/{args.key_id}")
+    say(f"deleted API key {args.key_id}; it is refused from now on")
+    emit(args, {"deleted": args.key_id})
+    return EXIT_OK
+
+
+# --- registration ----------------------------------------------------------------------------
+
+
+def register(commands: Commands) -> None:
+    where_from = (
+        "password from MEDIAFLOW_PASSWORD, stdin with --password-stdin, or a prompt on a terminal"
+    )
+    for name, handler, what in (
+        ("sign-up", sign_up, "create an account and sign in"),
+        ("sign-in", sign_in, "sign in; the session is saved for the next commands"),
+    ):
+        command = add_command(commands, name, what, handler, f"{what}; {where_from}")
+        command.add_argument("email")
+        command.add_argument(
+            "--password-stdin", action="store_true", help="read the password from stdin"
+        )
+        if name == "sign-up":
+            command.add_argument("--name", help="your name (optional)")
+    add_command(commands, "sign-out", "end the saved session, here and on the server", sign_out)
+    add_command(commands, "me", "who is signed in and the credit balance (stdout: the balance)", me)
+
+    submit_command = add_command(
+        commands,
+        "submit",
+        "submit a media URL, follow it live and download the file (stdout: task id, then path)",
+        submit,
+    )
+    submit_command.add_argument("source_url", metavar="URL")
+    submit_command.add_argument(
+        "--quality", choices=QUALITIES, help="best, or the largest height wanted (default best)"
+    )
+    mode = submit_command.add_mutually_exclusive_group()
+    mode.add_argument("--audio", action="store_true", help="audio only")
+    mode.add_argument("--mute", action="store_true", help="video only, without its audio")
+    submit_command.add_argument(
+        "--audio-format",
+        choices=AUDIO_FORMATS,
+        help="with --audio: keep or re-encode (default original)",
+    )
+    target = submit_command.add_mutually_exclusive_group()
+    target.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE",
+        help="save to FILE (or into a directory; - for stdout); default: the task's file name "
+        "in the current directory",
+    )
+    target.add_argument("--no-wait", action="store_true", help="print the task id and return")
+
+    listing = add_command(
+        commands, "list", "your tasks, newest first (one line each, id first)", list_tasks
+    )
+    listing.add_argument(
+        "--limit", type=int, default=LIST_PAGE, help=f"tasks per page (1-100, default {LIST_PAGE})"
+    )
+    listing.add_argument("--cursor", help="continue after a previous page")
+    listing.add_argument("--all", action="store_true", help="every page")
+
+    for name, handler, what in (
+        ("status", status, "a task's state (stdout: its status)"),
+        ("watch", watch, "follow a task live to its end (stdout: its final status)"),
+        ("cancel", cancel, "cancel a queued or running task (its credit is refunded)"),
+        ("delete", delete, "delete a task and its stored file (a running task is canceled first)"),
+        ("download", download, "download a succeeded task's file (stdout: its path)"),
+    ):
+        command = add_command(commands, name, what, handler)
+        command.add_argument("task_id", metavar="ID")
+        if name == "watch":
+            command.add_argument(
+                "-o",
+                "--output",
+                metavar="FILE",
+                help="then download the file to FILE (or into a directory; - for stdout)",
+            )
+        if name == "download":
+            command.add_argument(
+                "-o",
+                "--output",
+                metavar="FILE",
+                help="save to FILE (or into a directory; - for stdout); default: the task's file "
+                "name in the current directory",
+            )
+        if name == "download":
+            command.add_argument(
+                "--print-url",
+                action="store_true",
+                help="print a presigned URL instead of downloading",
+            )
+
+    keys = add_group(add_command(commands, "keys", "API keys for scripts and other tools"), "keys")
+    create = add_command(
+        keys, "create", "create an API key (stdout: the key, shown once)", keys_create
+    )
+    create.add_argument("name")
+    add_command(keys, "list", "your API keys (one line each, id first)", keys_list)
+    remove = add_command(keys, "delete", "delete an API key; it is refused at once", keys_delete)
+    remove.add_argument("key_id", metavar="ID")
