@@ -4,9 +4,11 @@ either place, and progress lines that stay few without a terminal."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import pytest
 
+from mediaflow_cli.client import resolve, save_session
 from mediaflow_cli.command import EXIT_CODES
 from mediaflow_cli.main import build_parser
 from mediaflow_cli.progress import Bar
@@ -67,3 +69,16 @@ def test_without_a_terminal_progress_is_a_few_lines(capsys: pytest.CaptureFixtur
     assert lines[1] == "storing running 0% of 9.8 KiB"
     assert lines[-1] == "storing succeeded 100% of 9.8 KiB"
     assert len(lines) == 1 + 10 + 1, lines
+
+
+def test_a_saved_session_is_only_sent_to_its_own_origin(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MEDIAFLOW_CONFIG", str(tmp_path / "session.json"))
+    monkeypatch.delenv("MEDIAFLOW_URL", raising=False)
+    monkeypatch.delenv("MEDIAFLOW_API_KEY", raising=False)
+    save_session("http://media.example:8080", "secret-token")
+    assert resolve(None) == ("http://media.example:8080", {"cookie": "mf_session=secret-token"})
+    assert resolve("http://elsewhere.example") == ("http://elsewhere.example", {})
+    monkeypatch.setenv("MEDIAFLOW_API_KEY", "mfk_key")
+    assert resolve(None)[1] == {"authorization": "Bearer mfk_key"}
