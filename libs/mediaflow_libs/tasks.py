@@ -541,13 +541,20 @@ async def delete(con: asyncpg.Connection, topology: Topology, task_id: str, user
         await transition(con, topology, task_id, CANCELED)
     await con.execute("UPDATE media.tasks SET deleted_at = now() WHERE id = $1", task_id)
     await con.execute("DELETE FROM media.idempotency_keys WHERE task_id = $1", task_id)
+    # At once, so that no later task copies an object that is about to go.
+    await _forget_cached(con, user_id, task_id)
+    return True
+
+
+async def mark_objects_removed(con: asyncpg.Connection, user_id: str, task_id: str) -> None:
+    """Record that none of the task's objects is stored any more (nor stands in the source
+    cache for another download)."""
+    await con.execute("UPDATE media.tasks SET objects_removed_at = now() WHERE id = $1", task_id)
+    await _forget_cached(con, user_id, task_id)
+
+
+async def _forget_cached(con: asyncpg.Connection, user_id: str, task_id: str) -> None:
     await con.execute(
         "DELETE FROM media.source_cache WHERE starts_with(object_key, $1)",
         object_prefix(user_id, task_id),
     )
-    return True
-
-
-async def mark_objects_removed(con: asyncpg.Connection, task_id: str) -> None:
-    """Record that none of the task's objects is stored any more."""
-    await con.execute("UPDATE media.tasks SET objects_removed_at = now() WHERE id = $1", task_id)

@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Iterator
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
 import pytest
 
 from devstack import stack
+from mediaflow_worker.retention import sweep_stored_files
 from tests.hostile.sources import Origin
 from tests.hostile.support import World, assert_problem, open_storage, sign_up
 
@@ -88,3 +90,60 @@ async def test_deleting_a_running_task_cancels_refunds_and_stores_nothing(
     await world.assert_refunded_once(user, task_id)
     objects, uploads = await world.storage(user.id)
     assert (objects, uploads) == ((), ())
+
+
+async def test_an_expired_result_is_swept_and_its_download_is_410(
+    world: World, hold_origin: Origin, infra: Any
+) -> None:
+    user = await sign_up(world.url, "retention")
+    async with world.client() as client:
+        submitted = await client.post(
+            "/v1/tasks", json={"url": f"{hold_origin.url}/media.mp4"}, headers=user.bearer
+        )
+        assert submitted.status_code == 202, submitted.text
+        task_id = submitted.json()["task"]["id"]
+        task = await world.wait_terminal(user, task_id)
+        assert task["status"] == "succeeded", task
+        # The stack runs with the default RESULT_RETENTION_DAYS, 30.
+        expires = datetime.fromisoformat(task["result"]["expires_at"])
+        assert abs(expires - datetime.fromisoformat(task["updated_at"]) - timedelta(days=30)) < (
+            timedelta(minutes=1)
+        )
+        assert (
+            await client.get(f"/v1/tasks/{task_id}/download", headers=user.bearer)
+        ).status_code == 302
+        objects, _ = await world.storage(user.id)
+        assert len(objects) == 1
+
+        # A sweep judged by a clock just short of the expiry keeps the file.
+        await sweep_stored_files(
+            world.pool, world.s3, infra.bucket, now=expires - timedelta(seconds=1)
+        )
+        assert (await world.storage(user.id))[0] == objects
+
+        # The clock moved past it: the result is expired at once, its object gone with the
+        # next sweep; two sweeps at the same time (two workers) share the work.
+        async with world.pool.acquire() as con:
+            await con.execute(
+                """UPDATE media.tasks SET result_expires_at = now() - interval '1 second'
+                   WHERE id = $1""",
+                task_id,
+            )
+        expired = await client.get(f"/v1/tasks/{task_id}/download", headers=user.bearer)
+        assert_problem(expired, 410, "result_expired")
+        cleared = await asyncio.gather(
+            sweep_stored_files(world.pool, world.s3, infra.bucket),
+            sweep_stored_files(world.pool, world.s3, infra.bucket),
+        )
+        assert sum(cleared) >= 1
+        assert await world.storage(user.id) == ((), ())
+        assert_problem(
+            await client.get(f"/v1/tasks/{task_id}/download", headers=user.bearer),
+            410,
+            "result_expired",
+        )
+        # The task itself stays, with its result's description.
+        kept = (await client.get(f"/v1/tasks/{task_id}", headers=user.bearer)).json()["task"]
+        assert kept["result"]["sha256"] == task["result"]["sha256"]
+        # Deleting it afterwards is still a plain delete.
+        assert (await client.delete(f"/v1/tasks/{task_id}", headers=user.bearer)).status_code == 204

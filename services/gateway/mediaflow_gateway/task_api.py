@@ -439,7 +439,7 @@ async def remove_objects(resources: Resources, user_id: str, task_id: str) -> No
             resources.s3, resources.settings.s3_bucket, tasks.object_prefix(user_id, task_id)
         )
         async with resources.pool.acquire() as con:
-            await tasks.mark_objects_removed(con, task_id)
+            await tasks.mark_objects_removed(con, user_id, task_id)
     except Exception as exc:
         log.warning("task.objects_not_removed", task_id=task_id, error=repr(exc))
 
