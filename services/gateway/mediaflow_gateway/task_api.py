@@ -312,7 +312,7 @@ async def _submit(
             raise ProblemError(
                 402,
                 "insufficient_credits",
-                f"A task costs {settings.task_cost_credits} credits; the balance is lower.",
+                f"A task costs {credits.amount(settings.task_cost_credits)}; the balance is lower.",
             )
     raise AssertionError(f"unknown submission outcome {submission.outcome!r}")
 
