@@ -35,8 +35,33 @@ Results go to stdout (ids, paths, keys; --json for everything as JSON), messages
 to stderr. The session is saved in ~/.config/mediaflow/session.json (MEDIAFLOW_CONFIG);
 MEDIAFLOW_API_KEY, when set, is used instead."""
 
+
+def _register_admin(commands: Commands) -> None:
+    """Operators' commands parse their own arguments, and their module (database and broker
+    clients: over a second of imports) is loaded only when one of them runs."""
+    parser = commands.add_parser(
+        "admin",
+        help="operators' commands against the database (mediaflow admin --help)",
+        add_help=False,
+        # No option is its own: every argument after `admin`, `--help` included, is admin's.
+        prefix_chars="\0",
+    )
+    parser.add_argument("rest", nargs=argparse.REMAINDER)
+    parser.set_defaults(handler=_run_admin)
+
+
+async def _run_admin(args: argparse.Namespace) -> int:
+    from mediaflow_cli import admin
+
+    return await admin.run((["--json"] if args.json else []) + args.rest)
+
+
 # Each module adds its subcommands here.
-REGISTRARS: tuple[Callable[[Commands], None], ...] = (user.register, diagnose.register)
+REGISTRARS: tuple[Callable[[Commands], None], ...] = (
+    user.register,
+    diagnose.register,
+    _register_admin,
+)
 
 AUTH_HINT = "sign in with `mediaflow sign-in EMAIL` (or set MEDIAFLOW_API_KEY)"
 
