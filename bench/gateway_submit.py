@@ -279,8 +279,8 @@ async def submissions_without_http(
     ``OutboxRelay`` publishing the jobs and events. Returns the tasks accepted and the
     machine's CPU ms per task until the outbox is empty (every process, this one included)."""
     env = stack.service_env(config, "gateway")  # the gateway's own configuration
-    settings = GatewaySettings(
-        **{k.lower(): v for k, v in env.items() if k.lower() in GatewaySettings.model_fields}
+    settings = GatewaySettings.model_validate(
+        {k.lower(): v for k, v in env.items() if k.lower() in GatewaySettings.model_fields}
     )
     accepted = 0
     async with (

@@ -17,7 +17,8 @@ class SseEvent:
 
 async def read_events(response: httpx.Response) -> AsyncIterator[SseEvent | str]:
     """Yield each event, and each comment line (``: ping``) as a plain string."""
-    event, data, event_id = "message", [], None
+    event, event_id = "message", None
+    data: list[str] = []
     async for line in response.aiter_lines():
         if line == "":
             if data:

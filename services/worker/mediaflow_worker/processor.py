@@ -31,7 +31,7 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobus
 from google.protobuf.message import DecodeError
 from opentelemetry import trace
 
-from mediaflow_libs import outbox, tasks
+from mediaflow_libs import db, outbox, tasks
 from mediaflow_libs.amqp import Topology
 from mediaflow_libs.contracts import Job
 from mediaflow_libs.telemetry import current_trace_id, extract_trace_context, trace_headers
@@ -668,7 +668,7 @@ async def _fail_or_retry(
 
 
 async def _record_failure(
-    con: asyncpg.Connection,
+    con: db.Connection,
     delivery: Delivery,
     resources: Resources,
     failure: TaskFailure,
