@@ -298,13 +298,10 @@ YOUNG_COLLECTION_THRESHOLD = 20_000
 
 
 class FreezingServer(uvicorn.Server):
-    """uvicorn's server that, once the app has started (its lifespan done), moves every object
-    then alive (modules, the app, pools) out of the cyclic collector's reach. They live as long
-    as the process, yet each full collection walked all of them: on the gateway that was a
-    150-200 ms pause, every request of the moment stuck behind it (its p99). Garbage is
-    collected first, so only live objects are frozen; from then on, young collections run
-    at ``YOUNG_COLLECTION_THRESHOLD``. A process that serves does this; apps a test runs in
-    its own process do not."""
+    """uvicorn's server that, once the app has started, moves every object then alive out of
+    the cyclic collector's reach: they live as long as the process, and full collections
+    walking them stall every request in flight. Young collections then run at
+    ``YOUNG_COLLECTION_THRESHOLD``."""
 
     async def startup(self, sockets: list[Any] | None = None) -> None:
         await super().startup(sockets=sockets)
