@@ -91,7 +91,7 @@ async def watch_polling(client: Counted, task_id: str) -> str:
     etag, status = None, "queued"
     while status not in TERMINAL:
         await asyncio.sleep(POLL_SECONDS)
-        headers = {"if-none-match": etag} if etag else {}
+        headers: dict[str, str] = {"if-none-match": etag} if etag else {}
         answer = await client.get(f"/v1/tasks/{task_id}", headers=headers)
         if answer.status_code == 200:
             etag, status = answer.headers.get("etag"), answer.json()["task"]["status"]

@@ -19,13 +19,14 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
 import psutil
+from pydantic import SecretStr
 
 from mediaflow_libs import credits, db, outbox, tasks
 from mediaflow_libs.amqp import Topology, delete_topology
@@ -134,8 +135,8 @@ def bench_world(name: str) -> Iterator[Bench]:
     )
     s3_settings = S3Settings(
         s3_bucket=config.bucket,
-        s3_access_key_id=creds["S3_ACCESS_KEY_ID"],
-        s3_secret_access_key=creds["S3_SECRET_ACCESS_KEY"],
+        s3_access_key_id=SecretStr(creds["S3_ACCESS_KEY_ID"]),
+        s3_secret_access_key=SecretStr(creds["S3_SECRET_ACCESS_KEY"]),
     )
     asyncio.run(create_database_if_missing(config.database_url))
     asyncio.run(apply_migrations(config.database_url))
@@ -220,6 +221,8 @@ async def submit_and_wait(world: Bench, url: str, within: float) -> Outcome:
                    FROM media.tasks WHERE id = $1""",
                 task_id,
             )
+            if row is None:
+                raise RuntimeError(f"task {task_id} is not in the database")
             if row["status"] in tasks.TERMINAL_STATUSES:
                 elapsed = time.monotonic() - started
                 error = (
@@ -268,8 +271,19 @@ async def read_stored(world: Bench, key: str, directory: Path) -> Stored:
                     size += len(chunk)
                     out.write(chunk)
     try:
-        probe = ["ffprobe", "-v", "error", "-show_streams", "-show_format", "-of", "json", path]
-        ran = await asyncio.to_thread(subprocess.run, probe, check=True, capture_output=True)
+        probe = [
+            "ffprobe",
+            "-v",
+            "error",
+            "-show_streams",
+            "-show_format",
+            "-of",
+            "json",
+            str(path),
+        ]
+        ran = await asyncio.to_thread(
+            lambda: subprocess.run(probe, check=True, capture_output=True)
+        )
         probed = json.loads(ran.stdout)
     finally:
         path.unlink()
@@ -315,7 +329,7 @@ async def cleanup(world: Bench) -> None:
         await s3.delete_bucket(Bucket=world.config.bucket)
 
 
-def print_table(title: str, header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+def print_table(title: str, header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> None:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     print(f"\n{title}\n")
     print("| " + " | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)) + " |")

@@ -162,15 +162,15 @@ class Api:
         while failures < STREAM_ATTEMPTS:
             headers = {"last-event-id": last_event_id} if last_event_id else {}
             try:
-                async for event_id, retry_ms, task in self._stream(task_id, headers):
+                async for event_id, retry_ms, state in self._stream(task_id, headers):
                     failures = 0
                     last_event_id = event_id or last_event_id
                     if retry_ms is not None:
                         delay = retry_ms / 1000
-                    if task is None:
+                    if state is None:
                         continue
-                    yield task
-                    if task["status"] in TERMINAL:
+                    yield state
+                    if state["status"] in TERMINAL:
                         return
             except ApiError as exc:
                 if exc.status in (401, 403):

@@ -10,7 +10,7 @@ import argparse
 import json
 import sys
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeAlias
 
 from rich.console import Console
 from rich.text import Text
@@ -34,7 +34,8 @@ EXIT_CODES = (
 )
 
 Handler = Callable[[argparse.Namespace], Awaitable[int]]
-Commands = argparse._SubParsersAction  # type: ignore[type-arg]
+# What `add_subparsers` returns, named in a string: argparse's class takes no subscript at run time.
+Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 console = Console(stderr=True, highlight=False)
 

@@ -3,7 +3,7 @@ and a task is refunded at most once (both enforced by the schema)."""
 
 from __future__ import annotations
 
-import asyncpg
+from mediaflow_libs import db
 
 
 def amount(credits: int) -> str:
@@ -11,19 +11,19 @@ def amount(credits: int) -> str:
     return f"{credits} credit" if credits == 1 else f"{credits} credits"
 
 
-async def ensure_account(con: asyncpg.Connection, user_id: str, signup_credits: int) -> None:
+async def ensure_account(con: db.Connection, user_id: str, signup_credits: int) -> None:
     """Open the user's account with the sign-up grant, once."""
     await con.execute("SELECT media.open_credit_account($1, $2)", user_id, signup_credits)
 
 
-async def balance(con: asyncpg.Connection, user_id: str) -> int:
+async def balance(con: db.Connection, user_id: str) -> int:
     value = await con.fetchval(
         "SELECT balance FROM media.credit_accounts WHERE user_id = $1", user_id
     )
     return int(value or 0)
 
 
-async def charge(con: asyncpg.Connection, user_id: str, task_id: str, cost: int) -> bool:
+async def charge(con: db.Connection, user_id: str, task_id: str, cost: int) -> bool:
     """Take ``cost`` credits for a task; False when the balance is too low (or there is no
     account). The account row stays locked until the caller's commit. A submission is
     charged the same way inside ``media.submit_task``, which refuses before it writes."""
@@ -32,7 +32,7 @@ async def charge(con: asyncpg.Connection, user_id: str, task_id: str, cost: int)
     )
 
 
-async def refund(con: asyncpg.Connection, user_id: str, task_id: str) -> bool:
+async def refund(con: db.Connection, user_id: str, task_id: str) -> bool:
     """Give back what the task was charged; a second call for the same task does nothing."""
     amount = await con.fetchval(
         """INSERT INTO media.credit_ledger (user_id, task_id, delta, reason)
@@ -53,7 +53,7 @@ async def refund(con: asyncpg.Connection, user_id: str, task_id: str) -> bool:
 
 
 async def grant(
-    con: asyncpg.Connection, user_id: str, amount: int, note: str, signup_credits: int
+    con: db.Connection, user_id: str, amount: int, note: str, signup_credits: int
 ) -> int:
     """Give ``amount`` credits for the reason ``note``: one ledger row, and the balance, in the
     caller's transaction; returns the new balance. An account never opened is opened first,

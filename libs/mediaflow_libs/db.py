@@ -8,8 +8,12 @@ from contextlib import asynccontextmanager
 
 import asyncpg
 import structlog
+from asyncpg.pool import PoolConnectionProxy
 
 log = structlog.get_logger(__name__)
+
+# A connection of its own or one lent by a pool: queries take either.
+Connection = asyncpg.Connection | PoolConnectionProxy
 
 
 async def _init_connection(con: asyncpg.Connection) -> None:

@@ -12,7 +12,7 @@ import structlog.tracebacks
 def _console_tracebacks() -> structlog.typing.ExceptionRenderer:
     """Tracebacks for a terminal. Never with the frames' local variables: they hold passwords,
     session tokens and API keys as often as anything else."""
-    if structlog.dev.rich is None:  # rich is optional
+    if getattr(structlog.dev, "rich", None) is None:  # rich is optional
         return structlog.dev.plain_traceback
     return structlog.dev.RichTracebackFormatter(show_locals=False)
 

@@ -13,7 +13,10 @@ import aiormq
 import asyncpg
 import structlog
 from aio_pika.abc import AbstractRobustConnection
+from asyncpg.pool import PoolConnectionProxy
 from prometheus_client import Counter, Gauge, Histogram
+
+from mediaflow_libs import db
 
 log = structlog.get_logger(__name__)
 
@@ -32,7 +35,7 @@ OUTBOX_LAG = Histogram(
 
 
 async def enqueue(
-    con: asyncpg.Connection,
+    con: db.Connection,
     *,
     exchange: str,
     routing_key: str,
@@ -90,7 +93,9 @@ class OutboxRelay:
         try:
             await listener.add_listener(NOTIFY_CHANNEL, self._on_notify)
             while True:
-                published = await self._drain_batch(await channel.get_underlay_channel())
+                underlay = await channel.get_underlay_channel()
+                assert isinstance(underlay, aiormq.Channel)  # the one implementation
+                published = await self._drain_batch(underlay)
                 if published < self._batch_size:
                     # LISTEN/NOTIFY wakes us at once; the timeout is the fallback. Not
                     # wait_for: on 3.11 it swallows a cancel that lands with the wake-up,
@@ -109,7 +114,7 @@ class OutboxRelay:
     def _on_notify(self, *_: object) -> None:
         self._wake.set()
 
-    async def _drain_batch(self, channel: aiormq.abc.AbstractChannel) -> int:
+    async def _drain_batch(self, channel: aiormq.Channel) -> int:
         """Publish one batch and delete the rows the broker confirmed; returns how many. A
         row that is returned (a mandatory message no queue took) or nacked stays for the
         next round; a closed channel fails the round after the deletion."""
@@ -170,7 +175,7 @@ class OutboxRelay:
         # Less than a full batch, so the relay waits before it tries the failures again.
         return len(confirmed)
 
-    async def _look_up_exchanges(self, con: asyncpg.Connection, names: set[str]) -> set[str]:
+    async def _look_up_exchanges(self, con: db.Connection, names: set[str]) -> set[str]:
         """Of ``names``, those that do not exist (now waiting, logged); the others are
         remembered as existing."""
         missing = set()
@@ -201,7 +206,7 @@ class OutboxRelay:
         return missing
 
     @staticmethod
-    async def _publish(channel: aiormq.abc.AbstractChannel, row: asyncpg.Record) -> None:
+    async def _publish(channel: aiormq.Channel, row: asyncpg.Record) -> None:
         # aiormq's channel itself, not aio-pika's Message and Exchange: a relay publishes
         # every message of the system, and those layers cost it a third of its time. Not
         # waiting for each frame to reach the socket (`wait=False`) lets a batch go out in
@@ -222,7 +227,7 @@ class OutboxRelay:
 
 
 async def _release_quietly(
-    pool: asyncpg.Pool, con: asyncpg.Connection, listener: Callable[..., object]
+    pool: asyncpg.Pool, con: PoolConnectionProxy, listener: Callable[..., None]
 ) -> None:
     # asyncpg warns about releasing a connection that still has a listener (and under
     # warnings-as-errors refuses, leaking it so that pool.close() hangs): drop ours first.

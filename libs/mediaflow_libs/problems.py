@@ -43,7 +43,7 @@ class ProblemError(HTTPException):
     ) -> None:
         super().__init__(status_code=status, detail=detail, headers=dict(headers or {}))
         self.code = code
-        self.extra = dict(extra or {})
+        self.fields = dict(extra or {})
 
 
 def problem_body(status: int, code: str, detail: str, request_id: str | None) -> dict[str, Any]:
@@ -90,7 +90,7 @@ def _request_id(request: Request[Any, Any, Any]) -> str:
 
 def _handle_problem(request: Request[Any, Any, Any], exc: ProblemError) -> Response[bytes]:
     return problem_response(
-        exc.status_code, exc.code, exc.detail, _request_id(request), exc.headers, exc.extra
+        exc.status_code, exc.code, exc.detail, _request_id(request), exc.headers, exc.fields
     )
 
 

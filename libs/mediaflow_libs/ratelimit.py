@@ -10,7 +10,7 @@ import math
 import random
 import re
 
-import asyncpg
+from mediaflow_libs import db
 
 _TABLE = re.compile(r"^[a-z_]+\.[a-z_]+$")
 _WINDOW = "to_timestamp(floor(extract(epoch FROM now()) / $2) * $2)"
@@ -22,9 +22,7 @@ def _checked(table: str) -> str:
     return table
 
 
-async def take(
-    con: asyncpg.Connection, table: str, limits: dict[str, int], window: int
-) -> int | None:
+async def take(con: db.Connection, table: str, limits: dict[str, int], window: int) -> int | None:
     """Count one attempt against every subject before it is made, so that attempts sent all
     at once cannot each see room under the limit: None when every subject stays within its
     limit; otherwise the seconds until the window ends (for ``Retry-After``), the attempt
@@ -45,10 +43,11 @@ async def take(
     if not over:
         return None
     await give_back(con, table, list(limits), window)
-    return max(1, math.ceil(max(row["remaining"] for row in over)))
+    remaining: float = max(row["remaining"] for row in over)
+    return max(1, math.ceil(remaining))
 
 
-async def give_back(con: asyncpg.Connection, table: str, subjects: list[str], window: int) -> None:
+async def give_back(con: db.Connection, table: str, subjects: list[str], window: int) -> None:
     """Uncount an attempt :func:`take` counted (one that did not fail after all)."""
     await con.execute(
         f"""UPDATE {_checked(table)} SET hits = hits - 1
@@ -58,5 +57,5 @@ async def give_back(con: asyncpg.Connection, table: str, subjects: list[str], wi
     )
 
 
-async def reset(con: asyncpg.Connection, table: str, subject: str) -> None:
+async def reset(con: db.Connection, table: str, subject: str) -> None:
     await con.execute(f"DELETE FROM {_checked(table)} WHERE subject = $1", subject)

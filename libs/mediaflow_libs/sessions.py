@@ -227,6 +227,7 @@ class SessionClient:
         breaker_failures: int,
         breaker_reset_seconds: float,
         cache_seconds: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         # auth (uvicorn) closes a connection idle for 5 s; a check sent on it just then
         # fails (ReadError) and would be a 503 for nobody's fault. Idle connections are
@@ -238,7 +239,8 @@ class SessionClient:
         )
         self._service_name = service_name
         self._service_secret = service_secret
-        self._breaker = CircuitBreaker(breaker_failures, breaker_reset_seconds)
+        self._clock = clock
+        self._breaker = CircuitBreaker(breaker_failures, breaker_reset_seconds, clock)
         self._cache_seconds = cache_seconds
         # credential digest -> (identity, monotonic expiry); only valid answers are kept.
         self._cache: dict[str, tuple[Identity, float]] = {}
@@ -247,7 +249,12 @@ class SessionClient:
 
     @classmethod
     def from_settings(
-        cls, settings: SessionCheckSettings, *, service_name: str, service_secret: str
+        cls,
+        settings: SessionCheckSettings,
+        *,
+        service_name: str,
+        service_secret: str,
+        clock: Callable[[], float] = time.monotonic,
     ) -> SessionClient:
         return cls(
             auth_url=settings.auth_internal_url,
@@ -257,6 +264,7 @@ class SessionClient:
             breaker_failures=settings.auth_breaker_failures,
             breaker_reset_seconds=settings.auth_breaker_reset_seconds,
             cache_seconds=settings.auth_cache_seconds,
+            clock=clock,
         )
 
     async def aclose(self) -> None:
@@ -291,7 +299,7 @@ class SessionClient:
             raise ProblemError(401, "session_invalid", _DETAILS["session_invalid"])
         digest = credential_digest(credential)
         cached = self._cache.get(digest)
-        if cached and cached[1] > time.monotonic():
+        if cached and cached[1] > self._clock():
             SESSION_CHECKS.labels("cached").inc()
             return cached[0]
         # Requests of one session that arrive together (a cache entry just expired) share
@@ -310,7 +318,7 @@ class SessionClient:
         if lifetime > 0 and revocations_seen == self._revocations:
             if len(self._cache) > _CACHE_LIMIT:
                 self._cache.clear()  # crude but bounded; entries are cheap to refill
-            self._cache[digest] = (identity, time.monotonic() + lifetime)
+            self._cache[digest] = (identity, self._clock() + lifetime)
         return identity
 
     async def _ask_auth(self, credential: str) -> Identity:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -19,7 +20,7 @@ import structlog
 from google.protobuf.timestamp_pb2 import Timestamp
 from prometheus_client import Counter, Histogram
 
-from mediaflow_libs import credits, naming, telemetry
+from mediaflow_libs import credits, db, naming, telemetry
 from mediaflow_libs.amqp import Topology
 from mediaflow_libs.contracts import (
     Job,
@@ -217,7 +218,7 @@ def _event_arguments(topology: Topology, task: Task) -> tuple[Any, ...]:
     )
 
 
-async def record_event(con: asyncpg.Connection, topology: Topology, row: Any) -> int:
+async def record_event(con: db.Connection, topology: Topology, row: Any) -> int:
     """Append the task's current state as an event and queue it for publishing."""
     task = task_message(row)
     event_id: int = await con.fetchval(
@@ -391,7 +392,7 @@ class Submitter:
     async def _write_batch(self, batch: list[tuple[_Prepared, asyncio.Future[Submission]]]) -> None:
         batch.sort(key=lambda entry: entry[0].lock_order)
         SUBMISSION_BATCH_SIZE.observe(len(batch))
-        outcomes: list[Submission] | list[BaseException]
+        outcomes: Sequence[Submission | BaseException]
         try:
             async with self._pool.acquire() as con:
                 outcomes = await self._submit_all(con, [prepared for prepared, _ in batch])
@@ -410,9 +411,7 @@ class Submitter:
         for (_, answer), outcome in zip(batch, outcomes, strict=True):
             _settle(answer, outcome)
 
-    async def _submit_all(
-        self, con: asyncpg.Connection, batch: list[_Prepared]
-    ) -> list[Submission]:
+    async def _submit_all(self, con: db.Connection, batch: list[_Prepared]) -> list[Submission]:
         try:
             rows = await con.fetch(
                 """SELECT item, outcome, retry_after, task_id FROM media.submit_tasks(
@@ -478,7 +477,7 @@ def _settle(answer: asyncio.Future[Submission], outcome: Submission | BaseExcept
 
 
 async def transition(
-    con: asyncpg.Connection,
+    con: db.Connection,
     topology: Topology,
     task_id: str,
     target: str,

@@ -19,6 +19,7 @@ from typing import Any
 import structlog
 import uvicorn
 from litestar import Litestar, MediaType, Request, Response, get
+from litestar.enums import ScopeType
 from litestar.handlers import BaseRouteHandler
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from litestar.utils.path import normalize_path
@@ -50,7 +51,7 @@ def request_context_middleware(app: ASGIApp) -> ASGIApp:
     echo it in ``X-Request-ID``, count it, and log one summary line."""
 
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != ScopeType.HTTP:
             await app(scope, receive, send)
             return
         method = scope["method"]  # as the client sent it (a HEAD may be routed as a GET)
@@ -117,7 +118,7 @@ def _head_as_get(routed: ASGIApp) -> ASGIApp:
     """A HEAD routed as a GET: the GET's status and headers, no body."""
 
     async def head_as_get(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "HEAD":
+        if scope["type"] != ScopeType.HTTP or scope["method"] != "HEAD":
             await routed(scope, receive, send)
             return
 
@@ -139,7 +140,8 @@ def _head_as_get(routed: ASGIApp) -> ASGIApp:
 
 def _route_template(scope: Scope) -> str:
     # The path template, never the raw path: ids must not become label values.
-    handler = scope.get("route_handler")
+    # Typed as always set; an unmatched request has none.
+    handler: object = scope.get("route_handler")
     if isinstance(handler, BaseRouteHandler):
         paths = sorted(handler.paths)
         return paths[0] if paths else "unknown"
@@ -276,7 +278,7 @@ def internal_routes_on_their_own_port(app: Litestar, internal_port: int) -> Lite
     routed = app.asgi_handler
 
     async def by_port(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
+        if scope["type"] == ScopeType.HTTP:
             server = scope.get("server") or (None, None)
             path = normalize_path(scope["path"])
             internal = path == "/internal" or path.startswith("/internal/")
@@ -296,13 +298,10 @@ YOUNG_COLLECTION_THRESHOLD = 20_000
 
 
 class FreezingServer(uvicorn.Server):
-    """uvicorn's server that, once the app has started (its lifespan done), moves every object
-    then alive (modules, the app, pools) out of the cyclic collector's reach. They live as long
-    as the process, yet each full collection walked all of them: on the gateway that was a
-    150-200 ms pause, every request of the moment stuck behind it (its p99). Garbage is
-    collected first, so only live objects are frozen; from then on, young collections run
-    at ``YOUNG_COLLECTION_THRESHOLD``. A process that serves does this; apps a test runs in
-    its own process do not."""
+    """uvicorn's server that, once the app has started, moves every object then alive out of
+    the cyclic collector's reach: they live as long as the process, and full collections
+    walking them stall every request in flight. Young collections then run at
+    ``YOUNG_COLLECTION_THRESHOLD``."""
 
     async def startup(self, sockets: list[Any] | None = None) -> None:
         await super().startup(sockets=sockets)

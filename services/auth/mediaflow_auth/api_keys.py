@@ -11,6 +11,7 @@ from typing import Any
 import asyncpg
 
 from mediaflow_auth.sessions import user_json
+from mediaflow_libs import db
 from mediaflow_libs.problems import ProblemError
 
 PREFIX = "mfk_"
@@ -39,7 +40,7 @@ def key_json(row: asyncpg.Record) -> dict[str, Any]:
     }
 
 
-async def create(con: asyncpg.Connection, user_id: str, name: str) -> dict[str, Any]:
+async def create(con: db.Connection, user_id: str, name: str) -> dict[str, Any]:
     key = PREFIX + secrets.token_urlsafe(32)
     row = await con.fetchrow(
         """INSERT INTO auth.api_keys (user_id, name, key_hash) VALUES ($1, $2, $3)
@@ -54,7 +55,7 @@ async def create(con: asyncpg.Connection, user_id: str, name: str) -> dict[str, 
     return body | {"key": key}
 
 
-async def list_for(con: asyncpg.Connection, user_id: str) -> list[dict[str, Any]]:
+async def list_for(con: db.Connection, user_id: str) -> list[dict[str, Any]]:
     rows = await con.fetch(
         """SELECT id, name, created_at, last_used_at FROM auth.api_keys
            WHERE user_id = $1 AND revoked_at IS NULL ORDER BY created_at, id""",
@@ -63,7 +64,7 @@ async def list_for(con: asyncpg.Connection, user_id: str) -> list[dict[str, Any]
     return [key_json(row) for row in rows]
 
 
-async def delete(con: asyncpg.Connection, user_id: str, key_id: str) -> bytes:
+async def delete(con: db.Connection, user_id: str, key_id: str) -> bytes:
     """The deleted key's hash, for the revocation announcement. The row stays, revoked, so
     that the key is answered ``session_revoked`` from then on."""
     key_hash = await con.fetchval(
@@ -77,7 +78,7 @@ async def delete(con: asyncpg.Connection, user_id: str, key_id: str) -> bytes:
     return bytes(key_hash)
 
 
-async def check(con: asyncpg.Connection, key: str) -> tuple[dict[str, Any], dict[str, Any]]:
+async def check(con: db.Connection, key: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """``(user, session)`` for a valid key (``session.expires_at`` is null: keys do not expire)."""
     if not _KEY_SHAPE.match(key):
         raise ProblemError(401, "session_invalid", "The API key is malformed.")

@@ -23,6 +23,7 @@ from mediaflow_auth import api_keys, passwords
 from mediaflow_auth import sessions as session_store
 from mediaflow_auth.settings import AuthSettings
 from mediaflow_libs import amqp, db, ratelimit
+from mediaflow_libs.amqp import Topology
 from mediaflow_libs.contracts import CredentialRevoked
 from mediaflow_libs.logging import configure_logging
 from mediaflow_libs.problems import ProblemError, exception_handlers
@@ -55,7 +56,7 @@ class Resources:
     settings: AuthSettings
     pool: asyncpg.Pool
     amqp: AbstractRobustConnection
-    topology: amqp.Topology
+    topology: Topology
 
     async def announce(self, revoked: CredentialRevoked) -> None:
         # Caches expire on their own within AUTH_CACHE_SECONDS; the announcement makes it
@@ -106,7 +107,7 @@ def _set_cookie(response: Response[Any], header_value: str) -> Response[Any]:
 
 
 async def _new_session(
-    con: asyncpg.Connection, settings: AuthSettings, user_id: Any
+    con: db.Connection, settings: AuthSettings, user_id: Any
 ) -> session_store.NewSession:
     return await session_store.create_session(
         con, user_id, settings.session_idle_ttl_seconds, settings.session_absolute_ttl_seconds

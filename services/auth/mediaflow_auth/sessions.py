@@ -10,8 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import asyncpg
-
+from mediaflow_libs import db
 from mediaflow_libs.problems import ProblemError
 from mediaflow_libs.sessions import cookie_name
 
@@ -46,7 +45,7 @@ class NewSession:
 
 
 async def create_session(
-    con: asyncpg.Connection, user_id: str, idle_ttl: int, absolute_ttl: int
+    con: db.Connection, user_id: str, idle_ttl: int, absolute_ttl: int
 ) -> NewSession:
     token = secrets.token_urlsafe(TOKEN_BYTES)
     now = datetime.now(UTC)
@@ -63,7 +62,7 @@ async def create_session(
 
 
 async def check_session(
-    con: asyncpg.Connection, token: str, idle_ttl: int
+    con: db.Connection, token: str, idle_ttl: int
 ) -> tuple[dict[str, Any], dict[str, str]]:
     """``(user, session)`` for a valid token; otherwise a 401 naming why."""
     if not _TOKEN_SHAPE.match(token):
@@ -101,7 +100,7 @@ async def check_session(
     return user, session
 
 
-async def revoke_session(con: asyncpg.Connection, token: str) -> None:
+async def revoke_session(con: db.Connection, token: str) -> None:
     await con.execute(
         "UPDATE auth.sessions SET revoked_at = now() WHERE token_hash = $1 AND revoked_at IS NULL",
         _digest(token),

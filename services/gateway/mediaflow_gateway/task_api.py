@@ -33,7 +33,7 @@ from prometheus_client import Counter
 
 from mediaflow_gateway.cursors import cursor_key, decode_cursor, encode_cursor
 from mediaflow_gateway.resources import Resources
-from mediaflow_libs import credits, egress, naming, s3, tasks, telemetry
+from mediaflow_libs import credits, db, egress, naming, s3, tasks, telemetry
 from mediaflow_libs.egress import EgressPolicy
 from mediaflow_libs.problems import ProblemError
 from mediaflow_libs.schemas import Me, TaskEnvelope, TaskPage, problem_responses
@@ -147,7 +147,7 @@ def _not_found() -> ProblemError:
     return ProblemError(404, "task_not_found", "No such task.")
 
 
-async def _owned_task(con: asyncpg.Connection, task_id: str, user_id: str) -> asyncpg.Record:
+async def _owned_task(con: db.Connection, task_id: str, user_id: str) -> asyncpg.Record:
     row = await con.fetchrow(
         "SELECT * FROM media.tasks WHERE id = $1 AND user_id = $2 AND deleted_at IS NULL",
         task_id,

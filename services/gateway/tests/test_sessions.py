@@ -7,12 +7,15 @@ import time
 from collections import Counter
 
 import httpx
+import pytest
 
 from conftest import serving, stack
 from mediaflow_auth.app import create_app as create_auth
 from mediaflow_auth.settings import AuthSettings
 from mediaflow_gateway.app import create_app
 from mediaflow_gateway.settings import GatewaySettings
+from mediaflow_libs.problems import ProblemError
+from mediaflow_libs.sessions import SessionClient
 
 
 async def test_a_revoked_session_is_refused_by_every_replica_within_a_second(
@@ -142,19 +145,38 @@ async def test_a_cached_session_check_never_outlives_the_session(
     sign_up,
     db_pool,  # type: ignore[no-untyped-def]
 ) -> None:
+    # The gateway's own session client against the real auth, on a clock the test moves.
     user = await sign_up()
     settings = GatewaySettings(
         **infra.settings_kwargs(auth_internal_url=auth_url, auth_cache_seconds=30)
     )
-    async with serving(create_app(settings)) as gateway, httpx.AsyncClient() as client:
+    now = [1000.0]
+    client = SessionClient.from_settings(
+        settings,
+        service_name="gateway",
+        service_secret=settings.service_secret.get_secret_value(),
+        clock=lambda: now[0],
+    )
+    try:
         await db_pool.execute(
             """UPDATE auth.sessions SET idle_expires_at = now() + interval '2 seconds'
                WHERE user_id = $1""",
             user.id,
         )
-        fresh = await client.get(f"{gateway}/v1/me", headers=user.cookie)
-        assert fresh.status_code == 200, fresh.text  # and now in the gateway's cache
-        await asyncio.sleep(2.2)
-        expired = await client.get(f"{gateway}/v1/me", headers=user.cookie)
-    assert expired.status_code == 401, expired.text
-    assert expired.json()["code"] == "session_expired"
+        fresh = await client.verify(user.token)  # and now in the cache, for 2 s at most
+        assert fresh.user_id == user.id
+        # auth would now refuse it; the cache still answers while the session had time left
+        await db_pool.execute(
+            """UPDATE auth.sessions SET idle_expires_at = now() - interval '1 second'
+               WHERE user_id = $1""",
+            user.id,
+        )
+        now[0] += 1.0
+        assert (await client.verify(user.token)).user_id == user.id
+        now[0] += 1.2  # past the session's end as it was when cached, long before 30 s
+        with pytest.raises(ProblemError) as expired:
+            await client.verify(user.token)
+    finally:
+        await client.aclose()
+    assert expired.value.status_code == 401
+    assert expired.value.code == "session_expired"

@@ -110,10 +110,10 @@ def create_app(settings: NotifierSettings | None = None) -> Litestar:
         loop = asyncio.get_running_loop()
         # Chain onto the server's own handler; with none (SIG_DFL) the process just dies.
         previous: dict[int, SignalHandler] = {}
-        for sig in _STOP_SIGNALS:
-            handler = signal.getsignal(sig)
+        for stop_signal in _STOP_SIGNALS:
+            handler = signal.getsignal(stop_signal)
             if callable(handler):
-                previous[sig] = handler
+                previous[stop_signal] = handler
 
         def on_stop_signal(signum: int, frame: FrameType | None) -> None:
             loop.call_soon_threadsafe(resources.fanout.shutdown)

@@ -324,6 +324,11 @@ class Fanout:
         for subscriber in subscribers:
             subscriber.close(reason)
 
+    async def settled(self) -> None:
+        """Wait until the binding changes asked for so far have reached the broker."""
+        while self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)
         self._background.add(task)

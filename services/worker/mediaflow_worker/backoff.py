@@ -15,8 +15,9 @@ def backoff_seconds(attempt: int, base: float, cap: float, rng: random.Random) -
     """The wait after failed attempt number ``attempt`` (1-based): ``base`` doubling per
     attempt up to ``cap``, of which a random half is jitter ("equal jitter"), so that jobs
     failing together do not all come back together."""
-    ceiling = min(cap, base * 2 ** (attempt - 1))
-    return ceiling / 2 + rng.uniform(0, ceiling / 2)
+    ceiling = min(cap, base * 2.0 ** (attempt - 1))
+    jitter: float = rng.uniform(0, ceiling / 2)
+    return ceiling / 2 + jitter
 
 
 def delay_queue_ms(wanted: float, at_least: float, rng: random.Random) -> int:

@@ -11,10 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import asyncpg
 import structlog
 from yarl import URL
 
+from mediaflow_libs import db
 from mediaflow_libs.s3 import copy_object
 from mediaflow_worker.media.pipeline import Described
 from mediaflow_worker.storage import storage_call
@@ -38,7 +38,7 @@ def source_key(url: str) -> str:
     return str(parsed.with_fragment(None))
 
 
-async def lookup(con: asyncpg.Connection, key: str, ttl_seconds: float) -> CachedResult | None:
+async def lookup(con: db.Connection, key: str, ttl_seconds: float) -> CachedResult | None:
     row = await con.fetchrow(
         """SELECT object_key, size, sha256, content_type, filename, media
            FROM media.source_cache
@@ -59,7 +59,7 @@ async def lookup(con: asyncpg.Connection, key: str, ttl_seconds: float) -> Cache
 
 
 async def remember(
-    con: asyncpg.Connection,
+    con: db.Connection,
     key: str,
     object_key: str,
     result: StreamResult,
@@ -83,7 +83,7 @@ async def remember(
     )
 
 
-async def forget(con: asyncpg.Connection, key: str, object_key: str) -> None:
+async def forget(con: db.Connection, key: str, object_key: str) -> None:
     """Drop the entry, unless it has meanwhile been replaced by a newer result."""
     await con.execute(
         "DELETE FROM media.source_cache WHERE source_key = $1 AND object_key = $2",

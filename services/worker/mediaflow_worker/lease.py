@@ -23,7 +23,7 @@ from typing import NoReturn, TypeVar
 import asyncpg
 import structlog
 
-from mediaflow_libs import tasks
+from mediaflow_libs import db, tasks
 
 log = structlog.get_logger(__name__)
 
@@ -63,7 +63,7 @@ class Exhausted:
 
 
 async def claim(
-    con: asyncpg.Connection, task_id: str, max_attempts: int, lease_seconds: float
+    con: db.Connection, task_id: str, max_attempts: int, lease_seconds: float
 ) -> Claimed | Held | Exhausted | None:
     """Decide what a delivery of the task's job does; on :class:`Claimed` the task is ours,
     locked until the caller's transaction ends. None: the task ended or is unknown."""
@@ -91,7 +91,7 @@ async def claim(
     return Claimed(str(row["user_id"]), row["source_url"], row["attempt"] + 1, token)
 
 
-async def holds(con: asyncpg.Connection, task_id: str, token: str) -> bool:
+async def holds(con: db.Connection, task_id: str, token: str) -> bool:
     """Whether ``token`` still holds the task; locks the row until the transaction ends."""
     owner = await con.fetchval(
         "SELECT lease_owner FROM media.tasks WHERE id = $1 FOR UPDATE", task_id
@@ -99,9 +99,7 @@ async def holds(con: asyncpg.Connection, task_id: str, token: str) -> bool:
     return bool(owner == token)
 
 
-async def release(
-    con: asyncpg.Connection, task_id: str, token: str, *, for_seconds: float = 0
-) -> None:
+async def release(con: db.Connection, task_id: str, token: str, *, for_seconds: float = 0) -> None:
     """Give the task up; with ``for_seconds``, nobody may claim it before then (a retry
     waiting in a delay queue)."""
     await con.execute(

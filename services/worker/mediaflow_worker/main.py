@@ -188,7 +188,7 @@ async def _serve_until_signalled(settings: WorkerSettings) -> None:
 def main() -> None:
     memory.tune_allocator()  # first: before any thread or large allocation exists
     try:
-        settings = WorkerSettings()  # type: ignore[call-arg]  # required fields come from the environment
+        settings = WorkerSettings()
     except ValidationError as exc:
         sys.stderr.write(f"mediaflow-worker: invalid configuration\n{exc}\n")
         sys.exit(2)

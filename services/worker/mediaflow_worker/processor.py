@@ -32,7 +32,7 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobus
 from google.protobuf.message import DecodeError
 from opentelemetry import trace
 
-from mediaflow_libs import outbox, tasks
+from mediaflow_libs import db, outbox, tasks
 from mediaflow_libs.amqp import Topology
 from mediaflow_libs.contracts import Job
 from mediaflow_libs.s3 import delete_prefix
@@ -668,7 +668,7 @@ async def _fail_or_retry(
 
 
 async def _record_failure(
-    con: asyncpg.Connection,
+    con: db.Connection,
     delivery: Delivery,
     resources: Resources,
     failure: TaskFailure,

@@ -37,6 +37,17 @@ async def no_progress(_: int) -> None:
     return None
 
 
+async def until_quiet(progress: Callable[[], object], turns: int = 50) -> None:
+    """Let every other task run until ``progress()`` stays the same for ``turns`` turns of the
+    event loop: the store is then waiting on something the test holds, not on time."""
+    last, unchanged = progress(), 0
+    while unchanged < turns:
+        await asyncio.sleep(0)
+        now = progress()
+        unchanged = unchanged + 1 if now == last else 0
+        last = now
+
+
 async def store(s3: object, chunks: AsyncIterator[bytes], **overrides: object) -> StreamResult:
     options: dict[str, object] = {
         "s3": s3,
@@ -124,7 +135,7 @@ async def test_unknown_length_at_most_parts_in_flight_and_reading_waits_for_a_fr
     data = make_mp4(40 * MIB)
     read = [0]
     job = asyncio.create_task(store(fake_s3, chunked(data, counter=read), parts_in_flight=3))
-    await asyncio.sleep(0.2)
+    await until_quiet(lambda: (read[0], fake_s3.in_flight))
     # Three buffered parts uploading take every slot: no fourth is filled, nothing more read.
     assert fake_s3.in_flight == 3
     assert read[0] <= 5 * MIB * 3 + CHUNK
@@ -143,7 +154,7 @@ async def test_known_length_parts_are_passed_through_a_few_chunks_at_a_time(
     job = asyncio.create_task(
         store(fake_s3, chunked(data, counter=read), parts_in_flight=3, expected_size=len(data))
     )
-    await asyncio.sleep(0.2)
+    await until_quiet(lambda: (read[0], fake_s3.in_flight))
     # The store takes nothing yet: the source is read no further than the part's short queue.
     assert fake_s3.in_flight == 1
     assert read[0] <= CHUNK * (stream.QUEUED_CHUNKS + 2)

@@ -107,7 +107,7 @@ class PolicyHandler(RequestHandler):
         )
 
 
-class _PolicyYoutubeDL(yt_dlp.YoutubeDL):  # type: ignore[misc]
+class _PolicyYoutubeDL(yt_dlp.YoutubeDL):
     """A YoutubeDL whose only request handler is :class:`PolicyHandler`."""
 
     bridge: _Bridge

@@ -120,9 +120,14 @@ def media_segments(text: str, url: str) -> MediaPlaylist:
             if pending_map is not None:
                 pieces.append(pending_map)
                 pending_map = None
-            iv = key.iv if key and key.iv else sequence.to_bytes(16, "big")
+            segment_iv = key.iv if key and key.iv else sequence.to_bytes(16, "big")
             pieces.append(
-                Piece(segment_url, segment_range, Key(key.url, iv) if key else None, init=False)
+                Piece(
+                    segment_url,
+                    segment_range,
+                    Key(key.url, segment_iv) if key else None,
+                    init=False,
+                )
             )
             sequence += 1
             seen_first = True

@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator
 from contextlib import suppress
 from dataclasses import dataclass, field
 from importlib import metadata
+from typing import Any
 
 import structlog
 
@@ -271,8 +272,12 @@ async def probe(head: bytes) -> Info:
         found = json.loads(out or b"{}")
     except ValueError:
         return Info()
-    video = next((s for s in found.get("streams", []) if s.get("codec_type") == "video"), {})
-    audio = next((s for s in found.get("streams", []) if s.get("codec_type") == "audio"), {})
+    video: dict[str, Any] = next(
+        (s for s in found.get("streams", []) if s.get("codec_type") == "video"), {}
+    )
+    audio: dict[str, Any] = next(
+        (s for s in found.get("streams", []) if s.get("codec_type") == "audio"), {}
+    )
     duration = found.get("format", {}).get("duration")
     return Info(
         duration=float(duration) if duration not in (None, "N/A") else None,
