@@ -26,7 +26,7 @@ EXIT_INTERRUPTED = 130
 EXIT_CODES = (
     (EXIT_OK, "success"),
     (EXIT_TASK_FAILED, "the task ended failed or canceled (submit, watch, status)"),
-    (EXIT_USAGE, "bad arguments or missing input (no password and no terminal, ...)"),
+    (EXIT_USAGE, "bad arguments or missing input (no password and no terminal, -o unwritable)"),
     (EXIT_AUTH, "not signed in, or the session or API key was refused"),
     (EXIT_REFUSED, "the server refused the request (not found, no credits, invalid URL, ...)"),
     (EXIT_UNAVAILABLE, "mediaflow unreachable or failing, or a download that does not verify"),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Callable
 
@@ -18,6 +19,7 @@ from mediaflow_cli.command import (
     EXIT_INTERRUPTED,
     EXIT_REFUSED,
     EXIT_UNAVAILABLE,
+    EXIT_USAGE,
     CliError,
     Commands,
     root_parser,
@@ -97,9 +99,17 @@ def _failure(exc: Exception) -> CliError:
             where = "mediaflow"
         reason = str(exc) or type(exc).__name__
         return CliError(f"cannot reach {where}: {reason}", EXIT_UNAVAILABLE, "unreachable")
-    # A local file that cannot be written or read.
-    name = f" ({exc.filename})" if isinstance(exc, OSError) and exc.filename else ""
-    return CliError(f"{exc}{name}", EXIT_UNAVAILABLE, "os_error")
+    if isinstance(exc, OSError):
+        # A local file that cannot be written (-o in a missing or read-only directory, ...).
+        where = f"{exc.strerror}: {exc.filename}" if exc.strerror and exc.filename else str(exc)
+        return CliError(where, EXIT_USAGE, "local_file")
+    # Something no check here foresaw, such as an answer that is not what the contract says:
+    # still one line, with the way to see more.
+    return CliError(
+        f"unexpected {type(exc).__name__}: {exc} (MEDIAFLOW_DEBUG=1 shows the traceback)",
+        EXIT_UNAVAILABLE,
+        "unexpected",
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -109,7 +119,9 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         warn("interrupted", "stopped")
         code = EXIT_INTERRUPTED
-    except (CliError, ApiError, CorruptDownload, httpx.TransportError, OSError) as exc:
+    except Exception as exc:
+        if os.environ.get("MEDIAFLOW_DEBUG"):
+            raise
         failure = _failure(exc)
         warn("error", failure.message)
         if args.json:

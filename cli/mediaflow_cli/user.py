@@ -118,7 +118,11 @@ def _describe(task: dict[str, Any]) -> str:
     status = task["status"]
     if status == "succeeded" and task.get("result"):
         result = task["result"]
-        return f"succeeded: {result['filename']} ({result['content_type']}, {result['size']} bytes)"
+        kept = f", kept until {result['expires_at']}" if result.get("expires_at") else ""
+        return (
+            f"succeeded: {result['filename']} ({result['content_type']}, {result['size']} bytes"
+            f"{kept})"
+        )
     if task.get("error"):
         return f"{status}: {task['error']['code']}: {task['error']['message']}"
     progress = "" if task.get("progress") is None else f" {task['progress']}%"
@@ -165,6 +169,11 @@ async def _save(api: Api, task: dict[str, Any], output: str | None) -> Path | No
     return destination
 
 
+def _one_thing_on_stdout(args: argparse.Namespace) -> None:
+    if args.json and args.output == "-":
+        raise CliError("--json and -o - would both write to stdout", EXIT_USAGE, "usage")
+
+
 async def submit(args: argparse.Namespace) -> int:
     body: dict[str, Any] = {"url": args.source_url}
     if args.quality:
@@ -177,8 +186,7 @@ async def submit(args: argparse.Namespace) -> int:
         if not args.audio:
             raise CliError("--audio-format goes with --audio", EXIT_USAGE, "usage")
         body["audio_format"] = args.audio_format
-    if args.json and args.output == "-":
-        raise CliError("--json and -o - would both write to stdout", EXIT_USAGE, "usage")
+    _one_thing_on_stdout(args)
     async with _api(args) as api:
         task = (await api.json("POST", "/v1/tasks", json=body))["task"]
         say(f"accepted task {task['id']}")
@@ -198,6 +206,7 @@ async def submit(args: argparse.Namespace) -> int:
 
 
 async def watch(args: argparse.Namespace) -> int:
+    _one_thing_on_stdout(args)
     async with _api(args) as api:
         task = await _follow(api, {"id": args.task_id})
         say(_describe(task), "green" if task["status"] == "succeeded" else "red")
@@ -267,11 +276,14 @@ async def delete(args: argparse.Namespace) -> int:
 
 
 async def download(args: argparse.Namespace) -> int:
+    _one_thing_on_stdout(args)
     async with _api(args) as api:
         task = await api.task(args.task_id)
         if task["status"] != "succeeded":
-            # The server's own 409 task_not_ready, so the error reads the same either way.
+            # The server's own 409 task_not_ready, so the error reads the same either way; if
+            # the task succeeded meanwhile, its result is read again.
             await api.download_url(task["id"])
+            task = await api.task(args.task_id)
         if args.print_url:
             url = await api.download_url(task["id"])
             say("a presigned URL, valid for up to 15 minutes")

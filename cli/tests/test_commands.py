@@ -82,3 +82,9 @@ def test_a_saved_session_is_only_sent_to_its_own_origin(
     assert resolve("http://elsewhere.example") == ("http://elsewhere.example", {})
     monkeypatch.setenv("MEDIAFLOW_API_KEY", "mfk_key")
     assert resolve(None)[1] == {"authorization": "Bearer mfk_key"}
+
+
+def test_the_readme_lists_the_exit_codes_of_the_help() -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    for code, meaning in EXIT_CODES:
+        assert f"| {code} | {meaning} |" in readme

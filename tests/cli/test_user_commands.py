@@ -85,6 +85,9 @@ def test_submit_saves_the_file_and_its_sha256_is_the_tasks(
     assert saved["file"] == "into/cli-clip.mp4" and saved["task"]["id"] == task_id
     assert media.sha256_of(cli.home / "into" / "cli-clip.mp4") == sha256
 
+    unwritable = cli.run("download", task_id, "-o", "no/such/dir/x.mp4")
+    assert unwritable.returncode == 2 and "No such file or directory" in unwritable.stderr
+
     # The presigned URL alone, on one unwrapped line.
     printed = cli.ok("download", task_id, "--print-url").stdout
     assert printed.count("\n") == 1 and printed.startswith("http")
