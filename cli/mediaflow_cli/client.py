@@ -169,8 +169,9 @@ class Api:
                         delay = retry_ms / 1000
                     if state is None:
                         continue
-                    yield state
-                    if state["status"] in TERMINAL:
+                    task = state
+                    yield task
+                    if task["status"] in TERMINAL:
                         return
             except ApiError as exc:
                 if exc.status in (401, 403):
@@ -178,9 +179,18 @@ class Api:
                 failures += 1
             except (httpx.TransportError, SSEError):
                 failures += 1
+            # Between attempts the task is read once, so that a refused or broken stream
+            # costs no progress and a task that ended meanwhile is seen at once.
+            if failures:
+                state = await self.task(task_id)
+                if state != task:
+                    task = state
+                    yield task
+                    if task["status"] in TERMINAL:
+                        return
             await asyncio.sleep(min(delay, 5.0))
-        async for task in self._poll(task_id):
-            yield task
+        async for polled in self._poll(task):
+            yield polled
 
     async def _stream(
         self, task_id: str, headers: dict[str, str]
@@ -208,17 +218,21 @@ class Api:
                         task = data
                 yield event.id, event.retry, task
 
-    async def _poll(self, task_id: str) -> AsyncIterator[dict[str, Any]]:
+    async def _poll(self, last: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        """Each new state of the task after ``last``, read with If-None-Match."""
         etag = ""
         while True:
             await asyncio.sleep(self.poll_seconds)
             response = await self.call(
-                "GET", f"/v1/tasks/{task_id}", headers={"if-none-match": etag} if etag else {}
+                "GET", f"/v1/tasks/{last['id']}", headers={"if-none-match": etag} if etag else {}
             )
             if response.status_code == 304:
                 continue
             etag = response.headers.get("etag", "")
-            task = response.json()["task"]
+            task: dict[str, Any] = response.json()["task"]
+            if task == last:
+                continue
+            last = task
             yield task
             if task["status"] in TERMINAL:
                 return

@@ -46,10 +46,12 @@ async def _statuses(api: Api) -> list[str]:
 
 async def test_a_dropped_stream_resumes_from_the_last_event_id() -> None:
     resumed_with: list[str | None] = []
+    # Read before the stream, and once after it dropped (the state the stream last sent).
+    reads = iter([_task("queued"), _task("running", 50)])
 
     def handler(request: httpx.Request) -> httpx.Response:
         if request.url.path == f"/v1/tasks/{TASK_ID}":
-            return httpx.Response(200, json={"task": _task("queued")})
+            return httpx.Response(200, json={"task": next(reads)})
         resumed_with.append(request.headers.get("last-event-id"))
         if len(resumed_with) == 1:
             return _stream(
@@ -75,22 +77,26 @@ async def test_a_dropped_stream_resumes_from_the_last_event_id() -> None:
 
 
 async def test_a_refused_stream_falls_back_to_polling_with_etags() -> None:
-    polls: list[str | None] = []
-    states = iter(["running", "running", "succeeded"])
+    streams = 0
+    reads: list[str | None] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal streams
         if request.url.path == "/v1/events":
+            streams += 1
             return httpx.Response(503, text="<html>blocked by a proxy</html>")
-        polls.append(request.headers.get("if-none-match"))
-        if len(polls) == 3:
-            return httpx.Response(304, headers={"etag": '"e2"'})
-        status = next(states)
-        return httpx.Response(
-            200, headers={"etag": f'"e{len(polls)}"'}, json={"task": _task(status)}
-        )
+        reads.append(request.headers.get("if-none-match"))
+        if len(reads) < 8:
+            if reads[-1] == '"e1"':
+                return httpx.Response(304, headers={"etag": '"e1"'})
+            return httpx.Response(200, headers={"etag": '"e1"'}, json={"task": _task("running")})
+        return httpx.Response(200, headers={"etag": '"e2"'}, json={"task": _task("succeeded")})
 
-    assert await _statuses(_api(handler)) == ["running", "running", "succeeded"]
-    assert polls == [None, None, '"e2"', '"e2"']
+    # The same state read again is not reported again.
+    assert await _statuses(_api(handler)) == ["running", "succeeded"]
+    assert streams == 3
+    # Once polling, each read after the first sends the last ETag (and gets 304s).
+    assert reads == [None, None, None, None, None, '"e1"', '"e1"', '"e1"']
 
 
 async def test_a_stream_that_is_not_sse_falls_back_to_polling() -> None:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import httpx
 import pytest
 
 from devstack import stack
@@ -172,3 +173,59 @@ def cli(running_stack: stack.StackConfig, tmp_path: Path) -> Cli:
     runner = Cli(running_stack.public_url, tmp_path, f"cli-{secrets.token_hex(4)}@example.com")
     runner.ok("sign-up", runner.email, MEDIAFLOW_PASSWORD=PASSWORD)
     return runner
+
+
+class EventsRefusingProxy:
+    """A reverse proxy in front of the stack that refuses ``/v1/events`` (503), as some
+    corporate proxies do with streams; everything else passes through unchanged."""
+
+    def __init__(self, upstream: str) -> None:
+        client = httpx.Client(base_url=upstream, timeout=30)
+        self._client = client
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *_: object) -> None:
+                pass
+
+            def _forward(self) -> None:
+                if self.path.startswith("/v1/events"):
+                    self.send_response(503)
+                    self.send_header("Content-Type", "text/html")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                length = int(self.headers.get("content-length") or 0)
+                headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
+                answer = client.request(
+                    self.command, self.path, headers=headers, content=self.rfile.read(length)
+                )
+                self.send_response(answer.status_code)
+                for name, value in answer.headers.multi_items():
+                    if name.lower() not in ("content-length", "transfer-encoding", "connection"):
+                        self.send_header(name, value)
+                self.send_header("Content-Length", str(len(answer.content)))
+                self.end_headers()
+                self.wfile.write(answer.content)
+
+            do_GET = do_POST = do_DELETE = _forward
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._client.close()
+
+
+@pytest.fixture
+def events_refused(running_stack: stack.StackConfig) -> Iterator[EventsRefusingProxy]:
+    proxy = EventsRefusingProxy(running_stack.public_url)
+    try:
+        yield proxy
+    finally:
+        proxy.close()

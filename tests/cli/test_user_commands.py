@@ -14,7 +14,7 @@ import httpx
 
 from devstack import media, stack
 from services.worker.tests import media_sources
-from tests.cli.conftest import MEDIAFLOW, PASSWORD, Cli, PacedOrigin
+from tests.cli.conftest import MEDIAFLOW, PASSWORD, Cli, EventsRefusingProxy, PacedOrigin
 
 
 def _json(done: subprocess.CompletedProcess[str]) -> dict[str, Any]:
@@ -234,3 +234,16 @@ def test_bad_input_and_no_server_are_one_line_and_an_exit_code(cli: Cli) -> None
     nobody = cli.run("--url", f"http://127.0.0.1:{stack.free_port()}", "--json", "me")
     assert (nobody.returncode, _error(nobody)) == (5, "unreachable")
     assert "cannot reach http://127.0.0.1:" in nobody.stderr
+
+
+def test_a_task_is_polled_when_the_event_stream_is_refused(
+    cli: Cli, paced_origin: PacedOrigin, events_refused: EventsRefusingProxy
+) -> None:
+    behind = Cli(events_refused.url, cli.home / "behind-a-proxy", cli.email)
+    behind.home.mkdir()
+    behind.ok("sign-in", cli.email, MEDIAFLOW_PASSWORD=PASSWORD)
+    done = behind.ok("submit", paced_origin.paced("polled.mp4", 100_000, 4), "--json")
+    task = _json(done)["task"]
+    assert task["status"] == "succeeded" and _json(done)["file"] == "polled.mp4"
+    assert media.sha256_of(behind.home / "polled.mp4") == task["result"]["sha256"]
+    assert "storing running" in done.stderr  # followed while it ran, not only at the end
