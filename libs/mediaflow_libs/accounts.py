@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncpg
 
+from mediaflow_libs import db
 
-async def find(con: asyncpg.Connection, email: str) -> asyncpg.Record | None:
+
+async def find(con: db.Connection, email: str) -> asyncpg.Record | None:
     """The account of ``email``, whatever its case."""
     return await con.fetchrow(
         """SELECT id, email, name, created_at, disabled_at FROM auth.users
@@ -18,7 +20,7 @@ async def find(con: asyncpg.Connection, email: str) -> asyncpg.Record | None:
     )
 
 
-async def list_all(con: asyncpg.Connection) -> list[asyncpg.Record]:
+async def list_all(con: db.Connection) -> list[asyncpg.Record]:
     """Every account, oldest first, with its balance (null: never opened) and task count."""
     return await con.fetch(
         """SELECT u.id, u.email, u.name, u.created_at, u.disabled_at, a.balance,
@@ -29,7 +31,7 @@ async def list_all(con: asyncpg.Connection) -> list[asyncpg.Record]:
     )
 
 
-async def disable(con: asyncpg.Connection, user_id: str) -> tuple[int, int]:
+async def disable(con: db.Connection, user_id: str) -> tuple[int, int]:
     """Disable the account and revoke its sessions and API keys; returns how many of each
     were revoked. Must run inside a transaction. Disabling again revokes whatever is new."""
     await con.execute(
@@ -50,6 +52,6 @@ async def disable(con: asyncpg.Connection, user_id: str) -> tuple[int, int]:
     return int(sessions), int(keys)
 
 
-async def enable(con: asyncpg.Connection, user_id: str) -> None:
+async def enable(con: db.Connection, user_id: str) -> None:
     """Let the account sign in again (its revoked sessions and keys stay revoked)."""
     await con.execute("UPDATE auth.users SET disabled_at = NULL WHERE id = $1", user_id)

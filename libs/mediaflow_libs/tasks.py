@@ -519,7 +519,7 @@ async def transition(
     return row
 
 
-async def delete(con: asyncpg.Connection, topology: Topology, task_id: str, user_id: str) -> bool:
+async def delete(con: db.Connection, topology: Topology, task_id: str, user_id: str) -> bool:
     """Take the user's task out of everything they see: canceled first (and so refunded)
     when it has not finished, then marked deleted; its Idempotency-Key is free again and
     the source cache forgets its result. False when the user has no such task. The stored
@@ -545,14 +545,14 @@ async def delete(con: asyncpg.Connection, topology: Topology, task_id: str, user
     return True
 
 
-async def mark_objects_removed(con: asyncpg.Connection, user_id: str, task_id: str) -> None:
+async def mark_objects_removed(con: db.Connection, user_id: str, task_id: str) -> None:
     """Record that none of the task's objects is stored any more (nor stands in the source
     cache for another download)."""
     await con.execute("UPDATE media.tasks SET objects_removed_at = now() WHERE id = $1", task_id)
     await _forget_cached(con, user_id, task_id)
 
 
-async def _forget_cached(con: asyncpg.Connection, user_id: str, task_id: str) -> None:
+async def _forget_cached(con: db.Connection, user_id: str, task_id: str) -> None:
     await con.execute(
         "DELETE FROM media.source_cache WHERE starts_with(object_key, $1)",
         object_prefix(user_id, task_id),
