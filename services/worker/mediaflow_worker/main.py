@@ -33,6 +33,7 @@ from mediaflow_worker.media.mux import media_tools
 from mediaflow_worker.processor import Resources, handle_delivery, reap_stale_tasks
 from mediaflow_worker.resolve import Resolvers
 from mediaflow_worker.settings import WorkerSettings
+from mediaflow_worker.sweep import sweep_orphan_uploads
 
 log = structlog.get_logger(__name__)
 
@@ -120,6 +121,13 @@ async def _reap_forever(resources: Resources) -> None:
             await reap_stale_tasks(resources)
         except Exception as exc:
             log.warning("worker.reaper_failed", error=repr(exc))
+        try:
+            settings = resources.settings
+            await sweep_orphan_uploads(
+                resources.pool, resources.s3, settings.s3_bucket, settings.orphan_upload_seconds
+            )
+        except Exception as exc:
+            log.warning("worker.upload_sweep_failed", error=repr(exc))
 
 
 async def run(
