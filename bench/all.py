@@ -34,6 +34,7 @@ SCRIPTS = (
     "media_rss",
     "sse_bench",
     "e2e_latency",
+    "resume_drops",
 )
 
 

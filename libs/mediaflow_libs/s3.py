@@ -254,12 +254,21 @@ async def _abort_quietly(client: Any, bucket: str, key: str, upload_id: str) -> 
         log.warning("s3.abort_failed", key=key, error=repr(exc))
 
 
-async def delete_prefix(client: Any, bucket: str, prefix: str, *, keep: str | None = None) -> int:
-    """Abort every multipart upload under ``prefix`` and delete its objects (all but the
-    object ``keep``); returns how many objects it deleted. Raises what the store answers, so
-    a caller can try again later."""
+async def delete_prefix(
+    client: Any,
+    bucket: str,
+    prefix: str,
+    *,
+    keep: str | None = None,
+    keep_upload: str | None = None,
+) -> int:
+    """Abort every multipart upload under ``prefix`` (but the upload id ``keep_upload``) and
+    delete its objects (all but the object ``keep``); returns how many objects it deleted.
+    Raises what the store answers, so a caller can try again later."""
     uploads = await client.list_multipart_uploads(Bucket=bucket, Prefix=prefix)
     for upload in uploads.get("Uploads", []):
+        if upload["UploadId"] == keep_upload:
+            continue
         await client.abort_multipart_upload(
             Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"]
         )

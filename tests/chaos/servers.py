@@ -1,4 +1,5 @@
-"""A private PostgreSQL cluster and a private RabbitMQ node for the chaos tests.
+"""A private PostgreSQL cluster and a private RabbitMQ node for the chaos tests, and a
+rate-limited origin that honours ranges and counts what it serves.
 
 The chaos tests restart their database server and broker; the machine's own are shared
 with everyone else's tests, so these run their own: data, sockets, logs, Erlang cookie and
@@ -15,7 +16,10 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
+from functools import partial
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from devstack import stack
@@ -228,3 +232,90 @@ class PrivateRabbitMQ:
             )
         time.sleep(0.2)
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class _RangeHandler(BaseHTTPRequestHandler):
+    """Serves the origin's files with ``ETag``, ``Accept-Ranges`` and ``Range``/``If-Range``
+    (``bytes=N-``), each answer paced, every byte written counted."""
+
+    protocol_version = "HTTP/1.1"
+    origin: RangeOrigin
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        path = self.origin.directory / self.path.split("?", 1)[0].lstrip("/")
+        if not path.is_file():
+            self.send_error(404)
+            return
+        stat = path.stat()
+        size = stat.st_size
+        etag = f'"{stat.st_mtime_ns:x}-{size:x}"'
+        wanted = self.headers.get("Range", "")
+        start = 0
+        if self.headers.get("If-Range", etag) == etag and wanted.startswith("bytes="):
+            first = wanted[6:].split("-", 1)[0]
+            start = int(first) if first.isdigit() else 0
+        if start >= size > 0:
+            self.send_response(416)
+            self.send_header("Content-Range", f"bytes */{size}")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        self.send_response(206 if start else 200)
+        self.send_header("Content-Type", "video/mp4")
+        self.send_header("Content-Length", str(size - start))
+        self.send_header("ETag", etag)
+        self.send_header("Accept-Ranges", "bytes")
+        if start:
+            self.send_header("Content-Range", f"bytes {start}-{size - 1}/{size}")
+        self.end_headers()
+        rate = self.origin.bytes_per_second
+        began = time.monotonic()
+        sent = 0
+        with path.open("rb") as source:
+            source.seek(start)
+            while block := source.read(256 * 1024):
+                try:
+                    self.wfile.write(block)
+                except OSError:
+                    return  # the worker hung up (or died)
+                finally:
+                    self.origin.count(len(block))
+                sent += len(block)
+                ahead = sent / rate - (time.monotonic() - began)
+                if ahead > 0:
+                    time.sleep(ahead)
+
+
+class RangeOrigin:
+    """Files on 127.0.0.1, each connection served at ``bytes_per_second``, honouring ranges;
+    ``served`` is every byte handed to a socket (what a CDN would bill)."""
+
+    def __init__(self, directory: Path, bytes_per_second: int) -> None:
+        self.directory = directory
+        self.bytes_per_second = bytes_per_second
+        self.served = 0
+        self._lock = threading.Lock()
+        handler = type("Ranged", (_RangeHandler,), {"origin": self})
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), partial(handler))
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def count(self, n: int) -> None:
+        with self._lock:
+            self.served += n
+
+    def url(self, name: str) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}/{name}"
+
+    def __enter__(self) -> RangeOrigin:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        shutil.rmtree(self.directory, ignore_errors=True)

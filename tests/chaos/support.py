@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import hashlib
 import os
 import secrets
 import time
@@ -143,6 +144,27 @@ def _s3() -> Any:
             s3_secret_access_key=creds["S3_SECRET_ACCESS_KEY"],
         )
     )
+
+
+async def object_sha256(bucket: str, key: str) -> str:
+    """The SHA-256 of a stored object, read back."""
+    digest = hashlib.sha256()
+    async with _s3() as s3:
+        stored = await s3.get_object(Bucket=bucket, Key=key)
+        async with stored["Body"] as body:
+            while chunk := await body.read(1024 * 1024):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+async def open_uploads(bucket: str, prefix: str) -> list[str]:
+    """The keys of the multipart uploads in progress under ``prefix``."""
+    keys: list[str] = []
+    async with _s3() as s3:
+        paginator = s3.get_paginator("list_multipart_uploads")
+        async for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+            keys.extend(item["Key"] for item in page.get("Uploads", []))
+    return keys
 
 
 async def list_objects(bucket: str, prefix: str) -> list[str]:

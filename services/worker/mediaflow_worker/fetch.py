@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import aiohttp
 from yarl import URL
@@ -59,6 +59,11 @@ class Source:
     content_type: str  # as the server declares it: lower case, without parameters
     size: int | None  # from Content-Length, when the body is not re-encoded in transit
     chunks: AsyncIterator[bytes]
+    status: int = 200
+    # What a resumed request needs of the answer: Accept-Ranges, ETag, Last-Modified,
+    # Content-Range (see mediaflow_worker.resume).
+    headers: Mapping[str, str] = field(default_factory=dict)
+    close: Callable[[], None] = field(default=lambda: None)  # drops the connection early
 
 
 @asynccontextmanager
@@ -160,6 +165,13 @@ async def open_source(
             content_type=response.content_type.lower(),
             size=size,
             chunks=_chunks(response, limits),
+            status=response.status,
+            headers={
+                name: value
+                for name in ("Accept-Ranges", "ETag", "Last-Modified", "Content-Range")
+                if (value := response.headers.get(name)) is not None
+            },
+            close=response.close,
         )
     finally:
         # Closing (not releasing) drops the connection instead of draining an unread body.

@@ -35,6 +35,7 @@ from mediaflow_worker.resolve import Resolvers
 from mediaflow_worker.retention import BATCH as SWEEP_BATCH
 from mediaflow_worker.retention import sweep_stored_files
 from mediaflow_worker.settings import WorkerSettings
+from mediaflow_worker.sweep import sweep_orphan_uploads
 
 log = structlog.get_logger(__name__)
 
@@ -123,12 +124,21 @@ async def _reap_forever(resources: Resources) -> None:
         except Exception as exc:
             log.warning("worker.reaper_failed", error=repr(exc))
         try:
-            bucket = resources.settings.s3_bucket
+            settings = resources.settings
             # A full batch may mean more are due.
-            while await sweep_stored_files(resources.pool, resources.s3, bucket) == SWEEP_BATCH:
+            while (
+                await sweep_stored_files(resources.pool, resources.s3, settings.s3_bucket)
+                == SWEEP_BATCH
+            ):
                 pass
         except Exception as exc:
             log.warning("worker.sweep_failed", error=repr(exc))
+        try:
+            await sweep_orphan_uploads(
+                resources.pool, resources.s3, settings.s3_bucket, settings.orphan_upload_seconds
+            )
+        except Exception as exc:
+            log.warning("worker.upload_sweep_failed", error=repr(exc))
 
 
 async def run(

@@ -56,3 +56,22 @@ STORED_FILES_REMOVED = Counter(
     "deleted (by their owner, when the delete itself could not reach the store)",
     ["reason"],
 )
+RESUMES = Counter(
+    "worker_resumes_total",
+    "Transfers continued instead of started over, by kind: in_attempt (a direct file that "
+    "broke off, continued with a range request), restart (read again from its first byte "
+    "within the attempt: the source changed, or honours no ranges), across_attempts (a "
+    "retried or taken-over task continued at its last stored part)",
+    ["kind"],
+)
+for _kind in ("in_attempt", "restart", "across_attempts"):
+    RESUMES.labels(_kind)  # every kind on /metrics from the start, at zero
+BYTES_REFETCHED = Counter(
+    "worker_bytes_refetched_total",
+    "Source bytes fetched a second time: those of a restarted body, and, when a task "
+    "continues in another attempt, those its earlier attempt showed past its last stored part",
+)
+UPLOADS_SWEPT = Counter(
+    "worker_orphan_uploads_aborted_total",
+    "Multipart uploads no running task owned, aborted by the periodic sweep",
+)

@@ -37,7 +37,7 @@ from mediaflow_libs.amqp import Topology
 from mediaflow_libs.contracts import Job
 from mediaflow_libs.s3 import delete_prefix
 from mediaflow_libs.telemetry import current_trace_id, extract_trace_context, trace_headers
-from mediaflow_worker import cache, lease
+from mediaflow_worker import cache, journal, lease
 from mediaflow_worker.backoff import backoff_seconds, delay_queue_ms
 from mediaflow_worker.errors import Retry, TaskFailure
 from mediaflow_worker.fetch import FetchLimits
@@ -46,6 +46,7 @@ from mediaflow_worker.media.fetcher import Fetcher
 from mediaflow_worker.media.pipeline import Described, MediaConfig, open_task_media
 from mediaflow_worker.media.plan import Options
 from mediaflow_worker.metrics import (
+    BYTES_REFETCHED,
     BYTES_STREAMED,
     CACHE_LOOKUPS,
     FAILURES,
@@ -125,6 +126,7 @@ class Resources:
             extractors=s.extractors_enabled,
             extractor_max_bytes=s.extractor_max_response_bytes,
             extractor_timeout=s.fetch_total_timeout_seconds,
+            max_resumes=s.fetch_max_resumes,
         )
 
 
@@ -182,10 +184,13 @@ class _Progress:
     last_update: float = float("-inf")  # the first chunk reports at once, with the total
     last_percent: int = -1
     segments: Callable[[], int | None] | None = None
+    floor: int = 0  # what the task shows already: progress never goes back
 
     async def report(self, done: int) -> None:
-        BYTES_STREAMED.inc(done - self.counted)
+        BYTES_STREAMED.inc(max(done - self.counted, 0))
         self.counted = done
+        if done <= self.floor:
+            return
         now = time.monotonic()
         if now - self.last_update < self.resources.settings.progress_interval_seconds:
             return
@@ -331,11 +336,9 @@ async def process_job(delivery: Delivery, resources: Resources) -> Outcome:
                     task_id,
                     tasks.RUNNING,
                     attempt=claimed.attempt,
-                    progress=None,  # API.md: null until the size is known
-                    bytes_done=0,
-                    bytes_total=None,
                     error_code=None,
                     error_message=None,
+                    **await _kept_progress(con, task_id),
                 )
             elif isinstance(claimed, Exhausted):
                 failure = TaskFailure("internal", "The task was interrupted too often to finish.")
@@ -355,7 +358,10 @@ async def process_job(delivery: Delivery, resources: Resources) -> Outcome:
         return "failed"
     log.info("job.started", attempt=claimed.attempt)
 
-    key = tasks.object_key(claimed.user_id, task_id, claimed.attempt)
+    # An upload an earlier attempt recorded goes on under its own key.
+    key = await journal.recorded_key(resources.pool, task_id) or (
+        tasks.object_key(claimed.user_id, task_id, claimed.attempt)
+    )
     held = Lease(
         resources.pool,
         task_id,
@@ -391,6 +397,9 @@ async def process_job(delivery: Delivery, resources: Resources) -> Outcome:
             outcome = await _record(
                 delivery, resources, claimed, key, result, cache_hit, failure, described
             )
+    if outcome in ("failed", "canceled"):
+        # An upload kept for another attempt that will not come.
+        await journal.abandon(resources.pool, resources.s3, settings.s3_bucket, task_id)
     log.info(
         "job.finished",
         outcome=outcome,
@@ -430,8 +439,14 @@ async def _obtain(
     """Bring the media to ``key``: by a copy of a cached result, or from the source.
     Returns the result, whether it came from the cache, and what the stored file is."""
     settings = resources.settings
+    continuation = None
     if claimed.attempt > 1:
-        await _discard_earlier_attempts(resources, key)
+        continuation = await journal.confirmed(
+            resources.pool, resources.s3, settings.s3_bucket, progress.task_id
+        )
+        await _discard_earlier_attempts(
+            resources, key, keep=continuation.upload_id if continuation else None
+        )
     if settings.cache_enabled:
         with stages.timed("resolve"):
             cached = await _cached(resources, _cache_key(claimed.source_url, options))
@@ -440,6 +455,10 @@ async def _obtain(
                 copied = await _copy_cached(resources, cached, key)
             if copied:
                 CACHE_LOOKUPS.labels("hit").inc()
+                if continuation is not None:  # not needed after all
+                    await journal.abandon(
+                        resources.pool, resources.s3, settings.s3_bucket, progress.task_id
+                    )
                 return cached.result, True, cached.described
         CACHE_LOOKUPS.labels("miss").inc()
     async with AsyncExitStack() as stack:
@@ -451,10 +470,14 @@ async def _obtain(
                     options,
                     resources.resolvers,
                     resources.media_config,
+                    continuation=continuation,
                 )
             )
         progress.total = source.size
         progress.segments = source.segments.percent
+        continuation, recorder = await _continue_or_record(
+            resources, progress.task_id, source, continuation, progress
+        )
         with stages.timed("transfer"):
             result = await stream_to_s3(
                 source.chunks,
@@ -468,6 +491,8 @@ async def _obtain(
                 expected_size=source.size,
                 copy_threshold=settings.s3_copy_threshold_bytes,
                 copy_part_bytes=settings.copy_part_bytes,
+                journal=recorder,
+                continuation=continuation,
             )
         described = await source.describe(result.content_type)
     return result, False, described
@@ -505,12 +530,62 @@ async def _copy_cached(resources: Resources, cached: cache.CachedResult, key: st
     return True
 
 
-async def _discard_earlier_attempts(resources: Resources, key: str) -> None:
+# --- resume across attempts (mediaflow_worker.journal) ------------------------------------
+
+
+async def _kept_progress(con: asyncpg.Connection, task_id: str) -> dict[str, Any]:
+    """A new attempt's progress: where the recorded upload stands (bytes_done never goes
+    back on a transfer that goes on), else unknown (API.md: null until the size is known)."""
+    kept = await journal.kept_bytes(con, task_id)
+    if kept is None or kept[0] == 0:
+        return {"progress": None, "bytes_done": 0, "bytes_total": None}
+    shown = await con.fetchval("SELECT bytes_done FROM media.tasks WHERE id = $1", task_id)
+    # A dead worker may have shown bytes it never stored: those are not taken back.
+    done, total = max(kept[0], shown or 0), kept[1]
+    return {"progress": min(done * 100 // total, 99), "bytes_done": done, "bytes_total": total}
+
+
+async def _continue_or_record(
+    resources: Resources,
+    task_id: str,
+    media: Any,
+    continuation: journal.Continuation | None,
+    progress: _Progress,
+) -> tuple[journal.Continuation | None, journal.Journal | None]:
+    """The continuation the media goes on with, and the journal that records the upload
+    (a direct file of known size with a validator, stored as it is)."""
+    bucket = resources.settings.s3_bucket
+    if continuation is not None and not media.continued:
+        # The source changed, or is no longer a file as it was: start over.
+        await journal.abandon(resources.pool, resources.s3, bucket, task_id)
+        continuation = None
+    if continuation is not None:
+        progress.counted = continuation.offset  # those bytes were streamed by another attempt
+        async with resources.pool.acquire() as con:
+            progress.floor = await con.fetchval(
+                "SELECT bytes_done FROM media.tasks WHERE id = $1", task_id
+            )
+        # What the earlier attempt showed past its last stored part is fetched again.
+        BYTES_REFETCHED.inc(max(progress.floor - continuation.offset, 0))
+        log.info("job.continuing", at=continuation.offset, parts=len(continuation.parts))
+    body = media.body
+    if body is None or body.size is None or body.validator is None:
+        return continuation, None
+    recorder = journal.Journal(resources.pool, task_id, body.url, body.validator, body.size)
+    return continuation, recorder
+
+
+async def _discard_earlier_attempts(
+    resources: Resources, key: str, *, keep: str | None = None
+) -> None:
     """Abort uploads and delete objects an earlier attempt left under the task's prefix
-    (a worker that died mid-upload, or whose outcome could not be recorded)."""
+    (a worker that died mid-upload, or whose outcome could not be recorded), but the
+    upload ``keep`` that this attempt continues."""
     prefix = key.rsplit("/", 1)[0] + "/"
     try:
-        await delete_prefix(resources.s3, resources.settings.s3_bucket, prefix, keep=key)
+        await delete_prefix(
+            resources.s3, resources.settings.s3_bucket, prefix, keep=key, keep_upload=keep
+        )
     except Exception as exc:
         log.warning("job.leftovers_not_removed", prefix=prefix, error=repr(exc))
 
@@ -632,15 +707,14 @@ async def _fail_or_retry(
                 resources.rng,
             )
             delay_ms = delay_queue_ms(wanted, failure.delay or 0, resources.rng)
-            # Progress starts over with the next attempt; the status stays running.
+            # Progress starts over with the next attempt, unless its upload goes on; the
+            # status stays running.
             if not await tasks.transition(
                 con,
                 resources.topology,
                 task_id,
                 tasks.RUNNING,
-                progress=None,
-                bytes_done=0,
-                bytes_total=None,
+                **await _kept_progress(con, task_id),
             ):
                 return "canceled"
             await lease.release(con, task_id, claimed.token, for_seconds=delay_ms / 1000)

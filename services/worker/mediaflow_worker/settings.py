@@ -70,6 +70,14 @@ class WorkerSettings(ServiceSettings, S3Settings, EgressSettings):
     fetch_min_rate_window_seconds: float = Field(
         30, gt=0, description="The window over which that minimum rate is measured"
     )
+    fetch_max_resumes: int = Field(
+        3,
+        ge=0,
+        description=(
+            "Times per attempt a direct file that breaks off is continued with a range request "
+            "(or, when it changed or honours no ranges, read again from its first byte)"
+        ),
+    )
     fetch_max_redirects: int = Field(
         5, ge=0, description="Redirects followed per source; each one is checked like the first URL"
     )
@@ -142,6 +150,15 @@ class WorkerSettings(ServiceSettings, S3Settings, EgressSettings):
         description=(
             "Days a succeeded task's file is kept (its result.expires_at), then deleted and "
             "its download answered 410 result_expired; 0 keeps files for ever"
+        ),
+    )
+    orphan_upload_seconds: float = Field(
+        3600,
+        gt=0,
+        description=(
+            "A multipart upload under tasks/ begun longer ago than this whose task is not "
+            "running is aborted by the reaper's round (the S3 lifecycle rule "
+            "AbortIncompleteMultipartUpload does the same from the store's side)"
         ),
     )
     resolve_max_pages: int = Field(

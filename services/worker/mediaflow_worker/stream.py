@@ -27,6 +27,9 @@ import structlog
 from mediaflow_libs.s3 import MAX_COPY_BYTES, StreamedBody, completed_part, copy_object
 from mediaflow_libs.settings import MIB
 from mediaflow_worker.errors import Retry, TaskFailure
+from mediaflow_worker.journal import Continuation, Journal, stored_sha256
+from mediaflow_worker.lease import LeaseLost
+from mediaflow_worker.resume import Restarted
 from mediaflow_worker.sniff import SNIFF_BYTES, sniff_media_type
 from mediaflow_worker.storage import storage_call
 
@@ -72,6 +75,12 @@ class _MultipartUpload:
     content_type: str = ""
     completed: bool = False
     parts: dict[int, dict[str, Any]] = field(default_factory=dict)
+    journal: Journal | None = None
+
+    def continue_from(self, continuation: Continuation) -> None:
+        self.upload_id = continuation.upload_id
+        self.content_type = continuation.content_type
+        self.parts = dict(continuation.parts)
 
     async def start(self, content_type: str) -> None:
         self.content_type = content_type
@@ -82,8 +91,12 @@ class _MultipartUpload:
             ContentType=content_type,
         )
         self.upload_id = response["UploadId"]
+        if self.journal is not None:
+            await self.journal.started(self.key, self.upload_id, content_type)
 
-    async def upload_part(self, number: int, data: Body, slots: asyncio.Semaphore) -> None:
+    async def upload_part(
+        self, number: int, data: Body, slots: asyncio.Semaphore, first: int, size: int
+    ) -> None:
         # A streamed body's length cannot be read off it: the request announces it.
         length = {"ContentLength": data.length} if isinstance(data, StreamedBody) else {}
         try:
@@ -99,8 +112,12 @@ class _MultipartUpload:
         finally:
             slots.release()
         self.parts[number] = completed_part(number, response)
+        if self.journal is not None:
+            await self.journal.part_done(number, self.parts[number], first, first + size - 1)
 
-    async def complete(self, size: int, content_type: str, sha256: str) -> None:
+    async def complete(self, size: int, content_type: str, sha256: str | None) -> str:
+        """Complete the upload and set its SHA-256 (read back from the store when None:
+        the bytes of a continued upload were not all hashed here); returns it."""
         parts = [self.parts[n] for n in sorted(self.parts)]
         await storage_call(
             self.s3.complete_multipart_upload,
@@ -110,6 +127,8 @@ class _MultipartUpload:
             MultipartUpload={"Parts": parts},
         )
         self.completed = True
+        if sha256 is None:
+            sha256 = await stored_sha256(self.s3, self.bucket, self.key)
         # The hash is known only now; a self-copy that replaces the metadata is the one way
         # S3 offers to set it afterwards (server-side: no data passes through the worker).
         await storage_call(
@@ -124,10 +143,15 @@ class _MultipartUpload:
             content_type=content_type,
             metadata={"sha256": sha256},
         )
+        if self.journal is not None:
+            await self.journal.finished()
+        return sha256
 
     async def discard(self) -> None:
         """Abort the upload, or delete the object once complete; never raises, so the
         failure that brought us here is the one reported."""
+        if self.journal is not None:
+            await self.journal.finished()
         try:
             if self.completed:
                 await self.s3.delete_object(Bucket=self.bucket, Key=self.key)
@@ -209,6 +233,12 @@ def _media_type(head: bytes) -> str:
     return content_type
 
 
+class _Restart(Exception):
+    def __init__(self, size: int | None) -> None:
+        super().__init__(size)
+        self.size = size
+
+
 async def stream_to_s3(
     chunks: AsyncIterator[bytes],
     *,
@@ -222,6 +252,8 @@ async def stream_to_s3(
     expected_size: int | None = None,
     copy_threshold: int = MAX_COPY_BYTES,
     copy_part_bytes: int = MAX_COPY_BYTES,
+    journal: Journal | None = None,
+    continuation: Continuation | None = None,
 ) -> StreamResult:
     """Store ``chunks`` as the object ``key``; ``on_progress(bytes_so_far)`` runs after each
     chunk. With ``expected_size`` (the source's announced length) parts are passed through,
@@ -229,9 +261,69 @@ async def stream_to_s3(
     ``too_large``, ``storage_error``, ``source_unreachable`` when the source sends other than
     ``expected_size`` bytes) or whatever ``chunks`` or ``on_progress`` raise, after
     discarding the upload. The finished object gets its SHA-256 in its metadata by a
-    self-copy, a multipart one (parts of ``copy_part_bytes``) above ``copy_threshold``."""
+    self-copy, a multipart one (parts of ``copy_part_bytes``) above ``copy_threshold``.
+
+    A :class:`~mediaflow_worker.resume.Restarted` chunk (the source read again from its
+    first byte) aborts what was stored and starts a new upload with what follows; progress
+    reported never goes back meanwhile.
+
+    With ``journal`` the upload and each part are recorded, and a transient failure (a
+    :class:`Retry`, a lost lease, cancellation) leaves the upload for the next attempt;
+    with ``continuation`` the upload recorded by an earlier attempt goes on, ``chunks``
+    starting at its ``offset``."""
+    shown = 0
+
+    async def forward(done: int) -> None:
+        nonlocal shown
+        if done > shown:
+            shown = done
+            await on_progress(done)
+
+    while True:
+        try:
+            return await _stream_once(
+                chunks,
+                s3=s3,
+                bucket=bucket,
+                key=key,
+                part_size=part_size,
+                parts_in_flight=parts_in_flight,
+                max_bytes=max_bytes,
+                on_progress=forward,
+                expected_size=expected_size,
+                copy_threshold=copy_threshold,
+                copy_part_bytes=copy_part_bytes,
+                journal=journal,
+                continuation=continuation,
+            )
+        except _Restart as restart:
+            log.info("stream.restarted", key=key, size=restart.size)
+            expected_size, continuation = restart.size, None
+
+
+async def _stream_once(
+    chunks: AsyncIterator[bytes],
+    *,
+    s3: Any,
+    bucket: str,
+    key: str,
+    part_size: int,
+    parts_in_flight: int,
+    max_bytes: int,
+    on_progress: ProgressCallback,
+    expected_size: int | None,
+    copy_threshold: int,
+    copy_part_bytes: int,
+    journal: Journal | None,
+    continuation: Continuation | None,
+) -> StreamResult:
     upload = _MultipartUpload(
-        s3, bucket, key, copy_threshold=copy_threshold, copy_part_bytes=copy_part_bytes
+        s3,
+        bucket,
+        key,
+        copy_threshold=copy_threshold,
+        copy_part_bytes=copy_part_bytes,
+        journal=journal,
     )
     budget = min(expected_size, max_bytes) if expected_size is not None else max_bytes
     slots = asyncio.Semaphore(parts_in_flight)
@@ -242,12 +334,18 @@ async def stream_to_s3(
     parts = 0
     fed = 0  # bytes handed to parts
     part: _BufferedPart | _PassedPart | None = None
+    if continuation is not None:
+        upload.continue_from(continuation)
+        size = fed = continuation.offset
+        parts = len(continuation.parts)
     try:
         try:
             async with asyncio.TaskGroup() as uploads:
 
-                def send(sending: _BufferedPart | _PassedPart) -> None:
-                    uploads.create_task(upload.upload_part(parts, sending.body(), slots))
+                def send(sending: _BufferedPart | _PassedPart, first: int) -> None:
+                    uploads.create_task(
+                        upload.upload_part(parts, sending.body(), slots, first, sending.size)
+                    )
 
                 async def new_part() -> _BufferedPart | _PassedPart:
                     nonlocal parts
@@ -260,7 +358,7 @@ async def stream_to_s3(
                     if expected_size is None:
                         return _BufferedPart(target)
                     passed = _PassedPart(min(target, expected_size - fed))
-                    send(passed)
+                    send(passed, fed)
                     return passed
 
                 async def feed(chunk: bytes) -> None:
@@ -275,7 +373,7 @@ async def stream_to_s3(
                         view = view[taken:]
                         if part.filled == part.size:
                             if not part.passed_through:
-                                send(part)
+                                send(part, fed - part.size)
                             part = None
 
                 async def begin() -> None:
@@ -286,6 +384,8 @@ async def stream_to_s3(
                     held.clear()
 
                 async for chunk in chunks:
+                    if isinstance(chunk, Restarted):
+                        raise _Restart(chunk.size)
                     size += len(chunk)
                     if size > max_bytes:
                         raise TaskFailure(
@@ -307,17 +407,27 @@ async def stream_to_s3(
                     if part.passed_through:
                         raise _source_broke_off("fewer")
                     # The last, partly filled part; a source smaller than one part is just this.
-                    send(part)
+                    part.size = part.filled
+                    send(part, fed - part.filled)
         except BaseExceptionGroup as errors:
             # One job, one failure: the first is the cause, the others were cancelled by it.
             raise errors.exceptions[0] from None
         content_type = upload.content_type
-        sha256 = digest.hexdigest()
-        await upload.complete(size, content_type, sha256)
-    except BaseException:
-        await asyncio.shield(upload.discard())
+        whole = continuation is None  # else the first bytes were hashed by another attempt
+        sha256 = await upload.complete(size, content_type, digest.hexdigest() if whole else None)
+    except BaseException as exc:
+        if journal is not None and upload.upload_id is not None and _transient(exc):
+            log.info("stream.upload_kept", key=key, parts=len(upload.parts))
+        else:
+            await asyncio.shield(upload.discard())
         raise
     return StreamResult(size=size, sha256=sha256, content_type=content_type)
+
+
+def _transient(exc: BaseException) -> bool:
+    """Whether another attempt will take the task on: then its upload is worth keeping (a
+    lost lease means another job holds the task, and may be continuing this very upload)."""
+    return isinstance(exc, Retry | LeaseLost | asyncio.CancelledError)
 
 
 def _source_broke_off(than: str) -> Retry:

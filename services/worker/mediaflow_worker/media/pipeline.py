@@ -20,6 +20,7 @@ from yarl import URL
 from mediaflow_libs import naming
 from mediaflow_worker.errors import TaskFailure
 from mediaflow_worker.fetch import Source
+from mediaflow_worker.journal import Continuation
 from mediaflow_worker.media import dash, hls, mux
 from mediaflow_worker.media.fetcher import Fetcher
 from mediaflow_worker.media.metrics import MEDIA_FAILURES, MEDIA_TASKS, UNRESOLVED
@@ -27,6 +28,7 @@ from mediaflow_worker.media.plan import Format, Info, Options, Plan
 from mediaflow_worker.media.segments import PieceFetch, fetch_pieces
 from mediaflow_worker.media.select import Selection, select
 from mediaflow_worker.resolve import Page, Resolvers, _is_page, _page_text, _prepend, _read_head
+from mediaflow_worker.resume import Restarted, ResumableBody, validator
 
 PROBE_BYTES = 1024 * 1024  # of the stored file's start, for ffprobe
 
@@ -42,6 +44,7 @@ class MediaConfig:
     extractors: bool
     extractor_max_bytes: int
     extractor_timeout: float
+    max_resumes: int = 3  # of a direct file's body within an attempt
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,12 @@ class Media:
     report: mux.MuxReport | None = None
     head: bytearray = field(default_factory=bytearray)
     segments: Segments = field(default_factory=Segments)
+    body: ResumableBody | None = None  # a direct file stored as it is
+
+    @property
+    def continued(self) -> bool:
+        """Whether the bytes start where another attempt's stored parts end."""
+        return self.body is not None and self.body.skip_to is not None
 
     async def describe(self, content_type: str) -> Described:
         """The file name and API.md's ``media`` of the stored result."""
@@ -137,7 +146,13 @@ async def _platform(fetcher: Fetcher, urls: list[str], config: MediaConfig) -> P
 
 @asynccontextmanager
 async def open_plan(
-    fetcher: Fetcher, url: str, resolvers: Resolvers, config: MediaConfig
+    fetcher: Fetcher,
+    url: str,
+    resolvers: Resolvers,
+    config: MediaConfig,
+    *,
+    restartable: bool = False,
+    continuation: Continuation | None = None,
 ) -> AsyncIterator[Plan]:
     """The plan for ``url``; a direct file's response stays open for the block.
 
@@ -159,6 +174,23 @@ async def open_plan(
                     else:
                         plan = Plan("manifest", at, "dash", dash.mpd_formats(fetcher, text, at))
                 elif not _is_page(source, head):
+                    # Another attempt's parts go on only for the very file they hold.
+                    go_on = (
+                        continuation is not None
+                        and restartable
+                        and validator(source) == continuation.validator
+                        and source.size == continuation.size
+                    )
+                    body = ResumableBody(
+                        fetcher.session,
+                        fetcher.limits,
+                        str(source.url),
+                        source,
+                        len(head),
+                        config.max_resumes,
+                        restartable,
+                        skip_to=continuation.offset if go_on and continuation else None,
+                    )
                     yield Plan(
                         "direct",
                         str(source.url),
@@ -167,8 +199,9 @@ async def open_plan(
                             url=source.url,
                             content_type=source.content_type,
                             size=source.size,
-                            chunks=_prepend(head, source.chunks),
+                            chunks=body.chunks() if go_on else _prepend(head, body.chunks()),
                         ),
+                        body=body,
                     )
                     return
                 else:
@@ -285,6 +318,8 @@ def _inputs(
 
 async def _tee(chunks: AsyncIterator[bytes], head: bytearray) -> AsyncIterator[bytes]:
     async for chunk in chunks:
+        if isinstance(chunk, Restarted):
+            head.clear()  # the head probed is the new version's
         if len(head) < PROBE_BYTES:
             head += chunk[: PROBE_BYTES - len(head)]
         yield chunk
@@ -298,11 +333,24 @@ async def open_task_media(
     resolvers: Resolvers,
     config: MediaConfig,
     on_plan: Callable[[Plan], None] | None = None,
+    continuation: Continuation | None = None,
 ) -> AsyncIterator[Media]:
     """The media of ``url`` as ``options`` want it, for the block to store."""
+    # A direct file stored as it is can start over within the attempt; one fed to ffmpeg
+    # cannot (ffmpeg cannot be told to forget what it read).
+    restartable = options.mode == "auto"
     async with AsyncExitStack() as stack:
         try:
-            plan = await stack.enter_async_context(open_plan(fetcher, url, resolvers, config))
+            plan = await stack.enter_async_context(
+                open_plan(
+                    fetcher,
+                    url,
+                    resolvers,
+                    config,
+                    restartable=restartable,
+                    continuation=continuation,
+                )
+            )
         except TaskFailure as exc:
             MEDIA_FAILURES.labels(UNRESOLVED, exc.code).inc()
             raise
@@ -312,7 +360,7 @@ async def open_task_media(
         media: Media
         if plan.kind == "direct" and options.mode == "auto":
             assert plan.source is not None
-            media = Media(plan.source.chunks, plan.source.size, plan)
+            media = Media(plan.source.chunks, plan.source.size, plan, body=plan.body)
         else:
             formats = plan.formats or [{"url": plan.url, "protocol": "https"}]
             if plan.kind == "direct":

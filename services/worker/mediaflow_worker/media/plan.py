@@ -11,10 +11,13 @@ manifest parsers and the extractor hand over the same shape, so one selection
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from mediaflow_worker.errors import TaskFailure
 from mediaflow_worker.fetch import Source
+
+if TYPE_CHECKING:
+    from mediaflow_worker.resume import ResumableBody
 
 SourceKind = str  # "file", "page", "hls", "dash", or the extractor's name
 Quality = int | Literal["best"]
@@ -92,3 +95,5 @@ class Plan:
     source: Source | None = None
     # Request headers an extractor says its formats need (a Referer, say).
     headers: dict[str, str] = field(default_factory=dict)
+    # A direct file's body, which survives the source breaking off.
+    body: ResumableBody | None = None
