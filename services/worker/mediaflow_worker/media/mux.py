@@ -10,6 +10,7 @@ WebM where the codecs need it. On failure or cancel ffmpeg is killed and reaped.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import os
 import shutil
@@ -29,6 +30,10 @@ from mediaflow_worker.media.plan import Info, Options
 log = structlog.get_logger(__name__)
 
 READ_BYTES = 256 * 1024
+# Pipes to and from ffmpeg: Linux's default of 64 KiB makes ffmpeg and the worker take
+# turns every few writes; 1 MiB (the default most an unprivileged process may ask for)
+# lets each run ahead of the other.
+PIPE_BYTES = 1024 * 1024
 _FRAGMENTED = "frag_keyframe+empty_moov+default_base_moof"
 _WEBM_CODECS = ("vp8", "vorbis")
 _STDERR_KEEP = 4096
@@ -172,6 +177,8 @@ async def mux(
     """ffmpeg's output as it comes, each of ``inputs`` fed to it through a pipe."""
     started = time.perf_counter()
     pipes = [os.pipe() for _ in inputs]
+    for _, write in pipes:
+        _widen(write)
     # The child inherits the read ends under the same numbers; ``pipe:N`` reads fd N.
     child_fds = [read for read, _ in pipes]
     args = [ffmpeg_path(), "-hide_banner", "-nostdin", "-loglevel", "error", "-nostats"]
@@ -180,26 +187,36 @@ async def mux(
         args += ["-protocol_whitelist", "pipe", "-i", f"pipe:{read}"]
     args += output.maps + output.codec_args + output.format_args
     args += ["-protocol_whitelist", "pipe", "pipe:1"]
-    proc = await asyncio.create_subprocess_exec(
-        *args,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        pass_fds=child_fds,
-        limit=READ_BYTES,
-    )
+    # ffmpeg's output pipe is made here, not by asyncio, so that it can be widened.
+    out_read, out_write = os.pipe()
+    _widen(out_write)
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *args,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=out_write,
+            stderr=asyncio.subprocess.PIPE,
+            pass_fds=child_fds,
+            limit=READ_BYTES,
+        )
+    except BaseException:
+        for fd in (out_read, *(fd for pipe in pipes for fd in pipe)):
+            os.close(fd)
+        raise
+    finally:
+        os.close(out_write)
     for read, _ in pipes:
         os.close(read)
+    stdout, out_transport = await _reader(out_read)
     feeders = [
         asyncio.create_task(_feed(write, chunks), name=f"ffmpeg input {n}")
         for n, ((_, write), chunks) in enumerate(zip(pipes, inputs, strict=True))
     ]
-    assert proc.stdout is not None
     assert proc.stderr is not None
     errors = asyncio.create_task(_read_stderr(proc.stderr, report))
     try:
         while True:
-            chunk = await proc.stdout.read(READ_BYTES)
+            chunk = await stdout.read(READ_BYTES)
             if not chunk:
                 break
             yield chunk
@@ -218,7 +235,23 @@ async def mux(
             with suppress(ProcessLookupError):
                 proc.kill()
         await asyncio.shield(_reap(proc, feeders, errors))
+        out_transport.close()
         MUX_SECONDS.labels(kind).observe(time.perf_counter() - started)
+
+
+def _widen(fd: int) -> None:
+    with suppress(OSError):  # a smaller limit set by the system: the default size then
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+
+
+async def _reader(fd: int) -> tuple[asyncio.StreamReader, asyncio.BaseTransport]:
+    """A stream reading the pipe ``fd`` (its read end), which it owns from now on."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=READ_BYTES, loop=loop)
+    transport, _ = await loop.connect_read_pipe(
+        lambda: asyncio.StreamReaderProtocol(reader, loop=loop), os.fdopen(fd, "rb", buffering=0)
+    )
+    return reader, transport
 
 
 async def _reap(
