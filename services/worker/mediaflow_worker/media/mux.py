@@ -16,6 +16,7 @@ import os
 import shutil
 import subprocess
 import time
+from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ READ_BYTES = 256 * 1024
 # turns every few writes; 1 MiB (the default most an unprivileged process may ask for)
 # lets each run ahead of the other.
 PIPE_BYTES = 1024 * 1024
+_QUEUED_READS = 4  # of ffmpeg's output (each at most 256 KiB, asyncio's read size)
 _FRAGMENTED = "frag_keyframe+empty_moov+default_base_moof"
 _WEBM_CODECS = ("vp8", "vorbis")
 _STDERR_KEEP = 4096
@@ -144,8 +146,12 @@ async def _feed(fd: int, chunks: AsyncIterator[bytes]) -> None:
     writer = asyncio.StreamWriter(transport, protocol, None, loop)
     try:
         async for chunk in chunks:
-            writer.write(chunk)
-            await writer.drain()
+            # A segment is many MiB: written a pipeful at a time, the transport never
+            # copies more than one pipeful of it into its own buffer.
+            view = memoryview(chunk)
+            for start in range(0, len(view), PIPE_BYTES):
+                writer.write(view[start : start + PIPE_BYTES])
+                await writer.drain()
     except (BrokenPipeError, ConnectionResetError):
         pass  # ffmpeg stopped reading: its exit status says why
     finally:
@@ -216,7 +222,7 @@ async def mux(
     errors = asyncio.create_task(_read_stderr(proc.stderr, report))
     try:
         while True:
-            chunk = await stdout.read(READ_BYTES)
+            chunk = await stdout.read()
             if not chunk:
                 break
             yield chunk
@@ -244,14 +250,59 @@ def _widen(fd: int) -> None:
         fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
 
 
-async def _reader(fd: int) -> tuple[asyncio.StreamReader, asyncio.BaseTransport]:
-    """A stream reading the pipe ``fd`` (its read end), which it owns from now on."""
+class _PipeChunks(asyncio.Protocol):
+    """The chunks read from a pipe, handed on as they were read: a StreamReader would copy
+    each into its buffer and out again. Reading pauses while a few are waiting."""
+
+    def __init__(self) -> None:
+        self._chunks: deque[bytes] = deque()
+        self._eof = False
+        self._waiter: asyncio.Future[None] | None = None
+        self._transport: asyncio.ReadTransport | None = None
+        self._paused = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.ReadTransport)
+        self._transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self._chunks.append(data)
+        if len(self._chunks) >= _QUEUED_READS and self._transport is not None:
+            self._transport.pause_reading()
+            self._paused = True
+        self._wake()
+
+    def eof_received(self) -> bool | None:
+        self._eof = True
+        self._wake()
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._eof = True
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def read(self) -> bytes:
+        """The next chunk, ``b""`` at the end."""
+        while not self._chunks and not self._eof:
+            self._waiter = asyncio.get_running_loop().create_future()
+            await self._waiter
+        if not self._chunks:
+            return b""
+        if self._paused and self._transport is not None:
+            self._paused = False
+            self._transport.resume_reading()
+        return self._chunks.popleft()
+
+
+async def _reader(fd: int) -> tuple[_PipeChunks, asyncio.BaseTransport]:
+    """The chunks of the pipe ``fd`` (its read end), which it owns from now on."""
     loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader(limit=READ_BYTES, loop=loop)
-    transport, _ = await loop.connect_read_pipe(
-        lambda: asyncio.StreamReaderProtocol(reader, loop=loop), os.fdopen(fd, "rb", buffering=0)
-    )
-    return reader, transport
+    transport, chunks = await loop.connect_read_pipe(_PipeChunks, os.fdopen(fd, "rb", buffering=0))
+    return chunks, transport
 
 
 async def _reap(
