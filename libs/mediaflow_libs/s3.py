@@ -57,17 +57,26 @@ class StreamedBody:
         self.length = length
 
     async def read(self, size: int = -1) -> bytes | memoryview:
-        """The next piece (at most ``size`` bytes), ``b""`` at the end; never copies."""
-        if not self._rest:
-            try:
-                self._rest = memoryview(await anext(self._pieces))
-            except StopAsyncIteration:
-                return b""
-        if size < 0 or size >= len(self._rest):
-            piece, self._rest = self._rest, memoryview(b"")
-        else:
-            piece, self._rest = self._rest[:size], self._rest[size:]
-        return piece
+        """Up to ``size`` bytes (the next piece when ``size`` is -1), ``b""`` at the end.
+        Pieces are joined up to ``size``: each read becomes one aws-chunk, and fewer,
+        larger chunks cost the sender and the store less than one per piece."""
+        taken: list[memoryview] = []
+        got = 0
+        while size < 0 or got < size:
+            if not self._rest:
+                try:
+                    self._rest = memoryview(await anext(self._pieces))
+                except StopAsyncIteration:
+                    break
+            room = len(self._rest) if size < 0 else size - got
+            piece, self._rest = self._rest[:room], self._rest[room:]
+            taken.append(piece)
+            got += len(piece)
+            if size < 0:
+                break
+        if len(taken) <= 1:
+            return taken[0] if taken else b""
+        return b"".join(taken)
 
 
 class LoopbackNamesResolver(AbstractResolver):

@@ -70,12 +70,16 @@ class Fetcher:
         async with self.open(url, headers=headers, method=method, data=data) as source:
             if source.size is not None and source.size > max_bytes:
                 raise TaskFailure("too_large", f"{what} is larger than {max_bytes} bytes.")
-            body = bytearray()
+            # Joined once at the end: a growing buffer would be copied as it grows and once
+            # more into the bytes handed on (a segment is many MiB).
+            pieces: list[bytes] = []
+            size = 0
             async for chunk in source.chunks:
-                body += chunk
-                if len(body) > max_bytes:
+                pieces.append(chunk)
+                size += len(chunk)
+                if size > max_bytes:
                     raise TaskFailure("too_large", f"{what} is larger than {max_bytes} bytes.")
-            return Fetched(str(source.url), source.content_type, bytes(body))
+            return Fetched(str(source.url), source.content_type, b"".join(pieces))
 
 
 def clean_headers(headers: Mapping[str, str] | None) -> dict[str, str]:

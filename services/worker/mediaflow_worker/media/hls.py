@@ -14,6 +14,13 @@ from mediaflow_worker.media.plan import Format
 from mediaflow_worker.media.segments import Key, Piece
 
 _ATTRIBUTE = re.compile(r'(?P<key>[A-Z0-9-]+)=(?P<value>"[^"]*"|[^",]*)(?:,|$)')
+# The DRM schemes yt-dlp's HLS parser recognises (its ``HlsFD._has_drm``).
+_DRM = re.compile(
+    r'#EXT-X-(?:SESSION-)?KEY:.*?URI="skd://'
+    r'|#EXT-X-(?:SESSION-)?KEY:.*?KEYFORMAT="com\.apple\.streamingkeydelivery"'
+    r'|#EXT-X-(?:SESSION-)?KEY:.*?KEYFORMAT="com\.microsoft\.playready"'
+    r"|#EXT-X-FAXS-CM:"
+)
 
 
 def parse_m3u8_attributes(text: str) -> dict[str, str]:
@@ -28,11 +35,27 @@ def is_playlist(head: bytes) -> bool:
 def master_formats(fetcher: Fetcher, text: str, url: str) -> list[Format]:
     """The variants and renditions of a master playlist, or the one format a media
     playlist is."""
-    from mediaflow_worker.media import extractor
+    if "#EXT-X-TARGETDURATION" in text:
+        # A media playlist is one format as it is (what yt-dlp's parser makes of it too):
+        # no need to load yt-dlp, which takes the best part of a second the first time.
+        formats: list[Format] = [
+            {
+                "format_id": "hls",
+                "format_index": None,
+                "url": url,
+                "ext": "mp4",
+                "protocol": "m3u8_native",
+                "preference": None,
+                "quality": None,
+                "has_drm": bool(_DRM.search(text)),
+            }
+        ]
+    else:
+        from mediaflow_worker.media import extractor
 
-    formats, _ = extractor.parser(fetcher)._parse_m3u8_formats_and_subtitles(
-        text, url, ext="mp4", entry_protocol="m3u8_native", m3u8_id="hls"
-    )
+        formats, _ = extractor.parser(fetcher)._parse_m3u8_formats_and_subtitles(
+            text, url, ext="mp4", entry_protocol="m3u8_native", m3u8_id="hls"
+        )
     for found in formats:
         found.pop("_audio_group_id", None)
     return [f for f in formats if not f.get("has_drm")] or _drm_only(formats)

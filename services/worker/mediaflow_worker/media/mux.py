@@ -10,11 +10,13 @@ WebM where the codecs need it. On failure or cancel ffmpeg is killed and reaped.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import os
 import shutil
 import subprocess
 import time
+from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -30,6 +32,11 @@ from mediaflow_worker.media.plan import Info, Options
 log = structlog.get_logger(__name__)
 
 READ_BYTES = 256 * 1024
+# Pipes to and from ffmpeg: Linux's default of 64 KiB makes ffmpeg and the worker take
+# turns every few writes; 1 MiB (the default most an unprivileged process may ask for)
+# lets each run ahead of the other.
+PIPE_BYTES = 1024 * 1024
+_QUEUED_READS = 4  # of ffmpeg's output (each at most 256 KiB, asyncio's read size)
 _FRAGMENTED = "frag_keyframe+empty_moov+default_base_moof"
 _WEBM_CODECS = ("vp8", "vorbis")
 _STDERR_KEEP = 4096
@@ -140,8 +147,12 @@ async def _feed(fd: int, chunks: AsyncIterator[bytes]) -> None:
     writer = asyncio.StreamWriter(transport, protocol, None, loop)
     try:
         async for chunk in chunks:
-            writer.write(chunk)
-            await writer.drain()
+            # A segment is many MiB: written a pipeful at a time, the transport never
+            # copies more than one pipeful of it into its own buffer.
+            view = memoryview(chunk)
+            for start in range(0, len(view), PIPE_BYTES):
+                writer.write(view[start : start + PIPE_BYTES])
+                await writer.drain()
     except (BrokenPipeError, ConnectionResetError):
         pass  # ffmpeg stopped reading: its exit status says why
     finally:
@@ -173,6 +184,8 @@ async def mux(
     """ffmpeg's output as it comes, each of ``inputs`` fed to it through a pipe."""
     started = time.perf_counter()
     pipes = [os.pipe() for _ in inputs]
+    for _, write in pipes:
+        _widen(write)
     # The child inherits the read ends under the same numbers; ``pipe:N`` reads fd N.
     child_fds = [read for read, _ in pipes]
     args = [ffmpeg_path(), "-hide_banner", "-nostdin", "-loglevel", "error", "-nostats"]
@@ -181,26 +194,36 @@ async def mux(
         args += ["-protocol_whitelist", "pipe", "-i", f"pipe:{read}"]
     args += output.maps + output.codec_args + output.format_args
     args += ["-protocol_whitelist", "pipe", "pipe:1"]
-    proc = await asyncio.create_subprocess_exec(
-        *args,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        pass_fds=child_fds,
-        limit=READ_BYTES,
-    )
+    # ffmpeg's output pipe is made here, not by asyncio, so that it can be widened.
+    out_read, out_write = os.pipe()
+    _widen(out_write)
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *args,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=out_write,
+            stderr=asyncio.subprocess.PIPE,
+            pass_fds=child_fds,
+            limit=READ_BYTES,
+        )
+    except BaseException:
+        for fd in (out_read, *(fd for pipe in pipes for fd in pipe)):
+            os.close(fd)
+        raise
+    finally:
+        os.close(out_write)
     for read, _ in pipes:
         os.close(read)
+    stdout, out_transport = await _reader(out_read)
     feeders = [
         asyncio.create_task(_feed(write, chunks), name=f"ffmpeg input {n}")
         for n, ((_, write), chunks) in enumerate(zip(pipes, inputs, strict=True))
     ]
-    assert proc.stdout is not None
     assert proc.stderr is not None
     errors = asyncio.create_task(_read_stderr(proc.stderr, report))
     try:
         while True:
-            chunk = await proc.stdout.read(READ_BYTES)
+            chunk = await stdout.read()
             if not chunk:
                 break
             yield chunk
@@ -219,7 +242,68 @@ async def mux(
             with suppress(ProcessLookupError):
                 proc.kill()
         await asyncio.shield(_reap(proc, feeders, errors))
+        out_transport.close()
         MUX_SECONDS.labels(kind).observe(time.perf_counter() - started)
+
+
+def _widen(fd: int) -> None:
+    with suppress(OSError):  # a smaller limit set by the system: the default size then
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+
+
+class _PipeChunks(asyncio.Protocol):
+    """The chunks read from a pipe, handed on as they were read: a StreamReader would copy
+    each into its buffer and out again. Reading pauses while a few are waiting."""
+
+    def __init__(self) -> None:
+        self._chunks: deque[bytes] = deque()
+        self._eof = False
+        self._waiter: asyncio.Future[None] | None = None
+        self._transport: asyncio.ReadTransport | None = None
+        self._paused = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.ReadTransport)
+        self._transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self._chunks.append(data)
+        if len(self._chunks) >= _QUEUED_READS and self._transport is not None:
+            self._transport.pause_reading()
+            self._paused = True
+        self._wake()
+
+    def eof_received(self) -> bool | None:
+        self._eof = True
+        self._wake()
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._eof = True
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def read(self) -> bytes:
+        """The next chunk, ``b""`` at the end."""
+        while not self._chunks and not self._eof:
+            self._waiter = asyncio.get_running_loop().create_future()
+            await self._waiter
+        if not self._chunks:
+            return b""
+        if self._paused and self._transport is not None:
+            self._paused = False
+            self._transport.resume_reading()
+        return self._chunks.popleft()
+
+
+async def _reader(fd: int) -> tuple[_PipeChunks, asyncio.BaseTransport]:
+    """The chunks of the pipe ``fd`` (its read end), which it owns from now on."""
+    loop = asyncio.get_running_loop()
+    transport, chunks = await loop.connect_read_pipe(_PipeChunks, os.fdopen(fd, "rb", buffering=0))
+    return chunks, transport
 
 
 async def _reap(
