@@ -1,6 +1,15 @@
 """Transactional outbox: messages are written in the transaction of the change they
 announce, and a relay publishes them with publisher confirms, deleting each row only
-after the broker confirmed it. Several relays may run at once (``SKIP LOCKED``)."""
+after the broker confirmed it.
+
+Several relays may run (every service has one), but one publishes at a time: a batch is
+taken under a transaction-scoped advisory lock, held until its rows are confirmed and
+deleted. Relays publishing side by side (``SKIP LOCKED`` alone) let a later row reach the
+broker before an earlier one that another relay still holds; the notifier passes live
+events on in the order they arrive and a client resumes after the last id it got, so an
+event overtaken that way could be skipped for good (for its task, or past the client's
+``Last-Event-ID``). One publisher at a time keeps each user's events in id order on the
+broker, the order they commit in (migration 0006)."""
 
 from __future__ import annotations
 
@@ -21,6 +30,8 @@ from mediaflow_libs import db
 log = structlog.get_logger(__name__)
 
 NOTIFY_CHANNEL = "media_outbox"
+# The advisory lock of the one relay publishing (see the module's docstring).
+PUBLISHING_LOCK = "SELECT pg_try_advisory_xact_lock(hashtextextended('media.outbox:publishing', 0))"
 # How long rows for an exchange found missing wait before it is looked for again.
 MISSING_EXCHANGE_RETRY_SECONDS = 30.0
 
@@ -121,6 +132,10 @@ class OutboxRelay:
         now = time.monotonic()
         self._missing = {name: m for name, m in self._missing.items() if m[0] > now}
         async with self._pool.acquire() as con, con.transaction():
+            if not await con.fetchval(PUBLISHING_LOCK):
+                # Another relay is publishing; it is woken by the same notifications, so
+                # the rows committed meanwhile are its next batch.
+                return 0
             rows = await con.fetch(
                 """SELECT id, exchange, routing_key, body, headers, mandatory,
                           extract(epoch FROM clock_timestamp() - created_at) AS age

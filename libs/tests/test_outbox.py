@@ -167,3 +167,80 @@ async def test_a_task_event_message_carries_the_id_of_its_row(private_pool: asyn
     assert event_id == 301
     assert event.event_id == event_id
     assert tasks.task_json(event.task) == tasks.task_json(tasks.task_message(row))
+
+
+class _HeldRelay(outbox.OutboxRelay):
+    """A relay that stops in its first publish until let go: one that took a batch and then
+    stalled (a busy event loop, a slow broker) while others go on."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.holding = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def _drain_batch(self, channel) -> int:  # type: ignore[no-untyped-def]
+        original = channel.basic_publish
+
+        async def held(*args: object, **kwargs: object) -> object:
+            self.holding.set()
+            await self.release.wait()
+            return await original(*args, **kwargs)
+
+        channel.basic_publish = held
+        try:
+            return await super()._drain_batch(channel)
+        finally:
+            channel.basic_publish = original
+
+
+class _CountedRelay(outbox.OutboxRelay):
+    """A relay that says when it finished a round."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.rounds = asyncio.Event()
+
+    async def _drain_batch(self, channel) -> int:  # type: ignore[no-untyped-def]
+        try:
+            return await super()._drain_batch(channel)
+        finally:
+            self.rounds.set()
+
+
+async def test_a_row_never_overtakes_an_earlier_one_another_relay_holds(
+    infra,
+    private_pool: asyncpg.Pool,  # type: ignore[no-untyped-def]
+) -> None:
+    # The events of a user must reach the broker in id order: the notifier passes them on
+    # as they come and a client resumes after the last id it got.
+    async with _routed_exchange(infra) as (connection, exchange_name, queue):
+
+        async def enqueue(n: int) -> None:
+            async with private_pool.acquire() as con:
+                await outbox.enqueue(
+                    con,
+                    exchange=exchange_name,
+                    routing_key="routed",
+                    body=b"x",
+                    mandatory=False,
+                    headers={"n": n},
+                )
+
+        await enqueue(0)
+        await enqueue(1)
+        stalled = _HeldRelay(private_pool, connection, poll_interval=0.1)
+        other = _CountedRelay(private_pool, connection, poll_interval=0.1)
+        running = [asyncio.create_task(stalled.run())]
+        try:
+            async with asyncio.timeout(15):
+                await stalled.holding.wait()  # rows 0 and 1 taken, not yet published
+                await enqueue(2)
+                running.append(asyncio.create_task(other.run()))
+                await other.rounds.wait()  # the other relay had its chance at row 2
+            stalled.release.set()
+            received = await _received(queue, 3)
+        finally:
+            for task in running:
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
+        assert received == [0, 1, 2]
