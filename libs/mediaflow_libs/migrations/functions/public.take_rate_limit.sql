@@ -13,25 +13,28 @@ CREATE OR REPLACE FUNCTION public.take_rate_limit(
 ) RETURNS integer LANGUAGE plpgsql AS $$
 DECLARE
     v_window_start timestamptz := public.rate_limit_window(p_window_seconds);
-    v_counted text[];
+    v_counted text[] := '{}';
+    v_subject text;
+    v_limit integer;
+    v_hits integer;
 BEGIN
-    EXECUTE format(
-        $sql$WITH counted AS (
-                 INSERT INTO %1$s AS w (subject, window_start, hits)
-                 SELECT u.subject, $3, 1 FROM unnest($1::text[]) AS u (subject) ORDER BY 1
-                 ON CONFLICT (subject, window_start) DO UPDATE SET hits = w.hits + 1
-                     WHERE w.hits < (SELECT l.max_hits FROM unnest($1::text[], $2::integer[])
-                                         AS l (subject, max_hits) WHERE l.subject = w.subject)
-                 RETURNING w.subject)
-             SELECT array_agg(subject) FROM counted$sql$, p_table)
-    INTO v_counted USING p_subjects, p_limits, v_window_start;
     IF random() < 0.01 THEN  -- old windows are pruned now and then, not on every attempt
         EXECUTE format('DELETE FROM %s WHERE window_start < now() - interval ''1 day''', p_table);
     END IF;
-    IF coalesce(cardinality(v_counted), 0) = cardinality(p_subjects) THEN
-        RETURN NULL;
-    END IF;
-    PERFORM public.give_back_rate_limit(p_table, v_counted, p_window_seconds);
-    RETURN greatest(1, ceil(extract(epoch FROM
-        v_window_start + make_interval(secs => p_window_seconds) - now())))::integer;
+    -- One simple statement a subject: a compound one costs its planning several times over.
+    FOR v_subject, v_limit IN SELECT * FROM unnest(p_subjects, p_limits) ORDER BY 1 LOOP
+        EXECUTE format(
+            'INSERT INTO %s AS w (subject, window_start, hits) VALUES ($1, $2, 1)
+             ON CONFLICT (subject, window_start) DO UPDATE SET hits = w.hits + 1
+                 WHERE w.hits < $3
+             RETURNING w.hits', p_table)
+        INTO v_hits USING v_subject, v_window_start, v_limit;
+        IF v_hits IS NULL THEN
+            PERFORM public.give_back_rate_limit(p_table, v_counted, p_window_seconds);
+            RETURN greatest(1, ceil(extract(epoch FROM
+                v_window_start + make_interval(secs => p_window_seconds) - now())))::integer;
+        END IF;
+        v_counted := v_counted || v_subject;
+    END LOOP;
+    RETURN NULL;
 END $$;
