@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import re
-import secrets
 import subprocess
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -16,27 +14,13 @@ import asyncpg
 import pytest
 from google.protobuf.message import Message
 
+from libs.tests.support import private_database
 from mediaflow_libs import migrate, tasks
 from mediaflow_libs.contracts import Task
 
 MIGRATIONS = Path(migrate.__file__).parent / "migrations"
 # main before the function files: what databases in use ran.
 BEFORE_FUNCTION_FILES = "473dfb8"
-
-
-@asynccontextmanager
-async def _database(infra) -> AsyncIterator[str]:  # type: ignore[no-untyped-def]
-    name = f"{infra.database}_functions_{secrets.token_hex(3)}"
-    url = infra.database_url.rsplit("/", 1)[0] + f"/{name}"
-    await migrate.create_database_if_missing(url)
-    try:
-        yield url
-    finally:
-        admin = await asyncpg.connect(infra.database_url.rsplit("/", 1)[0] + "/postgres")
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
 
 
 async def _definitions(url: str) -> dict[str, str]:
@@ -85,7 +69,10 @@ def _files_before() -> Iterator[tuple[int, str, str]]:
 async def test_a_database_migrated_before_the_function_files_ends_up_as_a_fresh_one(
     infra,  # type: ignore[no-untyped-def]
 ) -> None:
-    async with _database(infra) as fresh, _database(infra) as before:
+    async with (
+        private_database(infra, "functions") as fresh,
+        private_database(infra, "functions") as before,
+    ):
         await migrate.apply_migrations(fresh)
         # The older database, as main's migrate left it: each file run, its digest recorded.
         con = await asyncpg.connect(before)
@@ -119,7 +106,7 @@ async def test_a_changed_function_file_is_applied_again_and_an_unchanged_one_is_
     infra,  # type: ignore[no-untyped-def]
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    async with _database(infra) as url:
+    async with private_database(infra, "functions") as url:
         await migrate.apply_migrations(url)
         assert await migrate.apply_migrations(url) == []
         files = migrate.function_files()

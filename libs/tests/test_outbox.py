@@ -14,27 +14,19 @@ import asyncpg
 import pytest
 from aio_pika.abc import AbstractQueue, AbstractRobustConnection
 
+from libs.tests.support import private_database
 from mediaflow_libs import db, outbox, tasks
 from mediaflow_libs.amqp import Topology
 from mediaflow_libs.contracts import TaskEvent
-from mediaflow_libs.migrate import apply_migrations, create_database_if_missing
+from mediaflow_libs.migrate import apply_migrations
 
 
 @pytest.fixture
 async def private_pool(infra) -> AsyncIterator[asyncpg.Pool]:  # type: ignore[no-untyped-def]
-    name = f"{infra.database}_outbox_{secrets.token_hex(3)}"
-    url = infra.database_url.rsplit("/", 1)[0] + f"/{name}"
-    await create_database_if_missing(url)
-    await apply_migrations(url)
-    try:
+    async with private_database(infra, "outbox") as url:
+        await apply_migrations(url)
         async with db.open_pool(url, size=4) as pool:
             yield pool
-    finally:
-        admin = await asyncpg.connect(infra.database_url.rsplit("/", 1)[0] + "/postgres")
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
 
 
 async def _pending(pool: asyncpg.Pool) -> list[str]:
