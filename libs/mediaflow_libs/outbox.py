@@ -9,7 +9,7 @@ broker before an earlier one that another relay still holds; the notifier passes
 events on in the order they arrive and a client resumes after the last id it got, so an
 event overtaken that way could be skipped for good (for its task, or past the client's
 ``Last-Event-ID``). One publisher at a time keeps each user's events in id order on the
-broker, the order they commit in (migration 0006)."""
+broker, the order they commit in (see media.record_task_event)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from aio_pika.abc import AbstractRobustConnection
 from asyncpg.pool import PoolConnectionProxy
 from prometheus_client import Counter, Gauge, Histogram
 
-from mediaflow_libs import db
+from mediaflow_libs import db, tasks
 
 log = structlog.get_logger(__name__)
 
@@ -136,11 +136,14 @@ class OutboxRelay:
                 # Another relay is publishing; it is woken by the same notifications, so
                 # the rows committed meanwhile are its next batch.
                 return 0
+            # A task event's row has no body: its message is built from the event.
             rows = await con.fetch(
-                """SELECT id, exchange, routing_key, body, headers, mandatory,
-                          extract(epoch FROM clock_timestamp() - created_at) AS age
-                   FROM media.outbox WHERE exchange <> ALL($2::text[])
-                   ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED""",
+                """SELECT o.id, o.exchange, o.routing_key, o.body, o.headers, o.mandatory,
+                          o.task_event_id, e.user_id AS event_user_id, e.task AS event_task,
+                          extract(epoch FROM clock_timestamp() - o.created_at) AS age
+                   FROM media.outbox o LEFT JOIN media.task_events e ON e.id = o.task_event_id
+                   WHERE o.exchange <> ALL($2::text[])
+                   ORDER BY o.id LIMIT $1 FOR UPDATE OF o SKIP LOCKED""",
                 self._batch_size,
                 list(self._missing),
             )
@@ -226,8 +229,11 @@ class OutboxRelay:
         # every message of the system, and those layers cost it a third of its time. Not
         # waiting for each frame to reach the socket (`wait=False`) lets a batch go out in
         # one write; the broker's confirm (or a return, or a nack: raised) is what counts.
+        body = row["body"]
+        if row["task_event_id"] is not None:
+            body = tasks.event_body(row["task_event_id"], row["event_user_id"], row["event_task"])
         await channel.basic_publish(
-            row["body"],
+            body,
             exchange=row["exchange"],
             routing_key=row["routing_key"],
             properties=aiormq.spec.Basic.Properties(

@@ -205,15 +205,65 @@ def task_json(task: Task) -> dict[str, Any]:
 _EVENT_HEADERS = {"message_type": "mediaflow.v1.TaskEvent"}
 
 
+def task_from_json(snapshot: Any, user_id: str) -> Task:
+    """The task message of a task as API.md shows it (:func:`task_json`'s inverse)."""
+    found = _json_object(snapshot)
+    options = found["options"]
+    task = Task(
+        id=found["id"],
+        user_id=user_id,
+        status=found["status"],
+        bytes_done=found["bytes_done"],
+        source_url=found["source_url"],
+        attempt=found["attempt"],
+        created_at=_parsed_timestamp(found["created_at"]),
+        updated_at=_parsed_timestamp(found["updated_at"]),
+        options=TaskOptions(
+            quality=str(options["quality"]),
+            mode=options["mode"],
+            audio_format=options["audio_format"],
+        ),
+    )
+    if found["progress"] is not None:
+        task.progress = found["progress"]
+    if found["bytes_total"] is not None:
+        task.bytes_total = found["bytes_total"]
+    if found["error"] is not None:
+        task.error.CopyFrom(TaskError(**found["error"]))
+    result = found["result"]
+    if result is not None:
+        media = result["media"]
+        task.result.CopyFrom(
+            TaskResult(
+                size=result["size"],
+                sha256=result["sha256"],
+                content_type=result["content_type"],
+                filename=result["filename"],
+                media=TaskMedia(**{k: media[k] for k in _MEDIA_FIELDS if media[k] is not None}),
+            )
+        )
+        if result.get("expires_at") is not None:
+            task.result.expires_at.CopyFrom(_parsed_timestamp(result["expires_at"]))
+    return task
+
+
+def _parsed_timestamp(value: str) -> Timestamp:
+    return _timestamp(datetime.fromisoformat(value))
+
+
+def event_body(event_id: int, user_id: Any, snapshot: Any) -> bytes:
+    """The TaskEvent message of a ``media.task_events`` row."""
+    task = task_from_json(snapshot, str(user_id))
+    return TaskEvent(event_id=event_id, task=task).SerializeToString()
+
+
 def _event_arguments(topology: Topology, task: Task) -> tuple[Any, ...]:
     """``media.record_task_event``'s arguments after the task's id, user and status: the
-    snapshot, where the message goes, and the message without its event id (which the
-    database adds, being the one to know it)."""
+    snapshot and where its message goes (the relay builds the message from the event)."""
     return (
         task_json(task),
         topology.events_exchange,
         topology.event_routing_key(task.user_id, task.id),
-        TaskEvent(task=task).SerializeToString(),
         _EVENT_HEADERS,
     )
 
@@ -222,7 +272,7 @@ async def record_event(con: db.Connection, topology: Topology, row: Any) -> int:
     """Append the task's current state as an event and queue it for publishing."""
     task = task_message(row)
     event_id: int = await con.fetchval(
-        "SELECT media.record_task_event($1, $2, $3, $4, $5, $6, $7, $8)",
+        "SELECT media.record_task_event($1, $2, $3, $4, $5, $6, $7)",
         row["id"],
         row["user_id"],
         row["status"],
@@ -256,7 +306,6 @@ class _Prepared:
     job_body: bytes
     job_headers: dict[str, Any]
     event_routing_key: str
-    event_task_field: bytes
 
     @property
     def lock_order(self) -> tuple[str, str]:
@@ -364,7 +413,7 @@ class Submitter:
             requested_at=task.created_at,
             **job_options(options),
         )
-        snapshot, _, event_routing_key, event_task_field, _ = _event_arguments(self._topology, task)
+        snapshot, _, event_routing_key, _ = _event_arguments(self._topology, task)
         return _Prepared(
             user_id=user_id,
             idempotency_key=idempotency_key,
@@ -375,7 +424,6 @@ class Submitter:
             # The worker's span continues this request's trace.
             job_headers=telemetry.inject_trace_context({"message_type": "mediaflow.v1.Job"}),
             event_routing_key=event_routing_key,
-            event_task_field=event_task_field,
         )
 
     async def _write_waiting(self) -> None:
@@ -415,7 +463,7 @@ class Submitter:
         try:
             rows = await con.fetch(
                 """SELECT item, outcome, retry_after, task_id FROM media.submit_tasks(
-                       $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+                       $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
                    ORDER BY item""",
                 [p.row for p in batch],
                 [p.snapshot for p in batch],
@@ -430,7 +478,6 @@ class Submitter:
                 [p.job_headers for p in batch],
                 self._topology.events_exchange,
                 [p.event_routing_key for p in batch],
-                [p.event_task_field for p in batch],
                 _EVENT_HEADERS,
             )
         except _MAYBE_COMMITTED:

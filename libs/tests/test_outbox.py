@@ -14,27 +14,19 @@ import asyncpg
 import pytest
 from aio_pika.abc import AbstractQueue, AbstractRobustConnection
 
+from libs.tests.support import private_database
 from mediaflow_libs import db, outbox, tasks
 from mediaflow_libs.amqp import Topology
 from mediaflow_libs.contracts import TaskEvent
-from mediaflow_libs.migrate import apply_migrations, create_database_if_missing
+from mediaflow_libs.migrate import apply_migrations
 
 
 @pytest.fixture
 async def private_pool(infra) -> AsyncIterator[asyncpg.Pool]:  # type: ignore[no-untyped-def]
-    name = f"{infra.database}_outbox_{secrets.token_hex(3)}"
-    url = infra.database_url.rsplit("/", 1)[0] + f"/{name}"
-    await create_database_if_missing(url)
-    await apply_migrations(url)
-    try:
+    async with private_database(infra, "outbox") as url:
+        await apply_migrations(url)
         async with db.open_pool(url, size=4) as pool:
             yield pool
-    finally:
-        admin = await asyncpg.connect(infra.database_url.rsplit("/", 1)[0] + "/postgres")
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
 
 
 async def _pending(pool: asyncpg.Pool) -> list[str]:
@@ -151,19 +143,48 @@ async def test_rows_for_a_missing_exchange_wait_without_holding_up_the_others(
         )
 
 
-async def test_a_task_event_message_carries_the_id_of_its_row(private_pool: asyncpg.Pool) -> None:
-    topology = Topology("unused")
-    async with private_pool.acquire() as con, con.transaction():
-        row = await con.fetchrow(
-            """INSERT INTO media.tasks (user_id, source_url, cost)
-               VALUES ($1, 'https://x.example/v', 1) RETURNING *""",
-            str(uuid.uuid4()),
-        )
-        # Past one varint byte: the database encodes the id the relay publishes.
-        await con.execute("SELECT setval(pg_get_serial_sequence('media.task_events', 'id'), 300)")
-        event_id = await tasks.record_event(con, topology, row)
-        body = await con.fetchval("SELECT body FROM media.outbox ORDER BY id DESC LIMIT 1")
-    event = TaskEvent.FromString(body)
+async def test_a_task_event_message_is_built_from_its_row_with_its_id(
+    infra,
+    private_pool: asyncpg.Pool,  # type: ignore[no-untyped-def]
+) -> None:
+    async with _routed_exchange(infra) as (connection, exchange_name, queue):
+        async with private_pool.acquire() as con, con.transaction():
+            row = await con.fetchrow(
+                """INSERT INTO media.tasks (user_id, source_url, cost)
+                   VALUES ($1, 'https://x.example/v', 1) RETURNING *""",
+                str(uuid.uuid4()),
+            )
+            # Past one varint byte.
+            await con.execute(
+                "SELECT setval(pg_get_serial_sequence('media.task_events', 'id'), 300)"
+            )
+            event_id = await tasks.record_event(con, Topology("unused"), row)
+            # The outbox row names the event and holds no message of its own.
+            assert await con.fetchval(
+                "SELECT body IS NULL FROM media.outbox WHERE task_event_id = $1", event_id
+            )
+            await con.execute(
+                """UPDATE media.outbox SET exchange = $1, routing_key = 'routed',
+                       headers = headers || '{"n": 0}' WHERE task_event_id = $2""",
+                exchange_name,
+                event_id,
+            )
+        relay = outbox.OutboxRelay(private_pool, connection, poll_interval=0.1)
+        running = asyncio.create_task(relay.run())
+        try:
+            async with asyncio.timeout(10):
+                while True:
+                    message = await queue.get(fail=False)
+                    if message is not None:
+                        break
+                    await asyncio.sleep(0.05)
+        finally:
+            running.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await running
+        await message.ack()
+    assert message.headers["message_type"] == "mediaflow.v1.TaskEvent"
+    event = TaskEvent.FromString(message.body)
     assert event_id == 301
     assert event.event_id == event_id
     assert tasks.task_json(event.task) == tasks.task_json(tasks.task_message(row))

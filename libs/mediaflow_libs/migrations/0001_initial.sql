@@ -53,13 +53,7 @@ CREATE TABLE media.tasks (
 CREATE INDEX tasks_user_created_idx ON media.tasks (user_id, created_at DESC, id DESC);
 CREATE INDEX tasks_user_active_idx ON media.tasks (user_id) WHERE status IN ('queued', 'running');
 
-CREATE FUNCTION media.touch_updated_at() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    NEW.updated_at := clock_timestamp();
-    RETURN NEW;
-END $$;
-CREATE TRIGGER tasks_touch_updated_at BEFORE UPDATE ON media.tasks
-    FOR EACH ROW EXECUTE FUNCTION media.touch_updated_at();
+-- Its updated_at trigger: functions/media.touch_updated_at.sql.
 
 -- One row per status change (progress updates included), in order; `id` is the SSE cursor.
 CREATE TABLE media.task_events (
@@ -100,10 +94,4 @@ CREATE TABLE media.outbox (
     created_at  timestamptz NOT NULL DEFAULT now()
 );
 
-CREATE FUNCTION media.notify_outbox() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    PERFORM pg_notify('media_outbox', NEW.exchange);
-    RETURN NULL;
-END $$;
-CREATE TRIGGER outbox_notify AFTER INSERT ON media.outbox
-    FOR EACH ROW EXECUTE FUNCTION media.notify_outbox();
+-- Its wake-up trigger for the relay: functions/media.notify_outbox.sql.

@@ -8,18 +8,7 @@ ALTER TABLE media.tasks
 -- The reaper's look-up: running tasks whose lease ran out long ago.
 CREATE INDEX tasks_running_lease_idx ON media.tasks (lease_expires_at) WHERE status = 'running';
 
--- Heartbeats renew the lease every second; they are bookkeeping, not a change of the task
--- users see, so they leave updated_at (and with it the API's ETag) alone.
-CREATE OR REPLACE FUNCTION media.touch_updated_at() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    IF to_jsonb(NEW) - 'lease_owner' - 'lease_expires_at' - 'updated_at'
-       = to_jsonb(OLD) - 'lease_owner' - 'lease_expires_at' - 'updated_at' THEN
-        NEW.updated_at := OLD.updated_at;
-    ELSE
-        NEW.updated_at := clock_timestamp();
-    END IF;
-    RETURN NEW;
-END $$;
+-- (Heartbeats leave updated_at alone: functions/media.touch_updated_at.sql.)
 
 -- Stored results by normalised source URL: a later task for the same source completes by a
 -- server-side copy of the stored object instead of downloading it again.

@@ -793,8 +793,8 @@ async def reap_stale_tasks(resources: Resources) -> int:
             settings.stale_task_seconds,
         )
         actions = []
-        # Failing a task takes its user's event lock (migration 0006): users in one order, so
-        # two reapers running at once cannot each hold a lock the other waits for.
+        # Failing a task takes its user's event lock (see media.record_task_event): users in
+        # one order, so two reapers running at once cannot each hold a lock the other waits for.
         for row in sorted(rows, key=lambda row: row["user_id"]):
             job = Job(
                 task_id=str(row["id"]),
