@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.async_api import Browser, BrowserContext, async_playwright
+from playwright.async_api import Browser, BrowserContext, async_playwright, expect
 
 from devstack import stack
 from services.worker.tests import media_sources
@@ -29,6 +29,8 @@ CHROMIUM_FLAGS = [
     "--disable-sync",
 ]
 BYTES_PER_SECOND = 1024 * 1024
+# The machine is shared: a job may wait for a worker longer than Playwright's default 5 s.
+expect.set_options(timeout=20_000)
 
 
 @pytest.fixture(scope="session")

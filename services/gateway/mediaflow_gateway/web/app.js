@@ -649,7 +649,7 @@ function metaItems(task) {
   else if (task.bytes_total) add(formatBytes(task.bytes_total), "size");
   if (media?.duration_seconds) add(formatDuration(media.duration_seconds), "duration", "Duration");
   if (media?.height && kindOf(task) === "video") add(`${media.height}p`, "resolution");
-  add(optionsSummary(task.options), "options");
+  add(optionsSummary(task.options), "choice");
   add(sourceHost(task), "host", task.source_url);
   const time = document.createElement("time");
   time.dateTime = task.created_at;
