@@ -148,6 +148,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["admin"]:  # operators' commands: their own module, against the database
+        from mediaflow_cli import admin  # only operators pay for its imports
+
+        sys.exit(admin.main(argv[1:]))
     args = _parser().parse_args(argv)
     handlers = {
         "sign-up": lambda: _authenticate(args, "sign-up"),

@@ -6,6 +6,11 @@ from __future__ import annotations
 import asyncpg
 
 
+def amount(credits: int) -> str:
+    """``1 credit``, ``2 credits``: a number of credits in words people read."""
+    return f"{credits} credit" if credits == 1 else f"{credits} credits"
+
+
 async def ensure_account(con: asyncpg.Connection, user_id: str, signup_credits: int) -> None:
     """Open the user's account with the sign-up grant, once."""
     await con.execute("SELECT media.open_credit_account($1, $2)", user_id, signup_credits)
@@ -45,3 +50,26 @@ async def refund(con: asyncpg.Connection, user_id: str, task_id: str) -> bool:
         amount,
     )
     return True
+
+
+async def grant(
+    con: asyncpg.Connection, user_id: str, amount: int, note: str, signup_credits: int
+) -> int:
+    """Give ``amount`` credits for the reason ``note``: one ledger row, and the balance, in the
+    caller's transaction; returns the new balance. An account never opened is opened first,
+    with its sign-up grant, as the user's first visit would have."""
+    await ensure_account(con, user_id, signup_credits)
+    await con.execute(
+        """INSERT INTO media.credit_ledger (user_id, delta, reason, note)
+           VALUES ($1, $2, 'grant', $3)""",
+        user_id,
+        amount,
+        note,
+    )
+    balance: int = await con.fetchval(
+        """UPDATE media.credit_accounts SET balance = balance + $2 WHERE user_id = $1
+           RETURNING balance""",
+        user_id,
+        amount,
+    )
+    return balance

@@ -252,3 +252,22 @@ async def _abort_quietly(client: Any, bucket: str, key: str, upload_id: str) -> 
         await client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
     except Exception as exc:
         log.warning("s3.abort_failed", key=key, error=repr(exc))
+
+
+async def delete_prefix(client: Any, bucket: str, prefix: str, *, keep: str | None = None) -> int:
+    """Abort every multipart upload under ``prefix`` and delete its objects (all but the
+    object ``keep``); returns how many objects it deleted. Raises what the store answers, so
+    a caller can try again later."""
+    uploads = await client.list_multipart_uploads(Bucket=bucket, Prefix=prefix)
+    for upload in uploads.get("Uploads", []):
+        await client.abort_multipart_upload(
+            Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+        )
+    deleted = 0
+    paginator = client.get_paginator("list_objects_v2")
+    async for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+        for item in page.get("Contents", []):
+            if item["Key"] != keep:
+                await client.delete_object(Bucket=bucket, Key=item["Key"])
+                deleted += 1
+    return deleted

@@ -38,6 +38,7 @@ class TaskResult(TypedDict):
     content_type: str
     filename: str
     media: TaskMedia
+    expires_at: str | None
 
 
 class TaskOptions(TypedDict):
@@ -94,6 +95,7 @@ _DESCRIPTIONS = {
     403: "Sent by another site's page (csrf_rejected), whatever its credentials",
     404: "No such resource (also another user's)",
     409: "Conflict with the resource's state",
+    410: "Gone: the stored result expired and was deleted (result_expired)",
     413: "The body is too large",
     415: "The body is not application/json (unsupported_media_type)",
     422: "A parameter or field is not valid",

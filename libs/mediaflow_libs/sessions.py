@@ -24,7 +24,7 @@ import aio_pika
 import httpx
 import jwt
 import structlog
-from aio_pika.abc import AbstractRobustConnection
+from aio_pika.abc import AbstractConnection, AbstractRobustConnection
 from litestar import Request
 from litestar.connection import ASGIConnection
 from litestar.handlers import BaseRouteHandler
@@ -452,7 +452,7 @@ async def listen_for_revocations(
 
 
 async def announce_revocation(
-    connection: AbstractRobustConnection, topology: Topology, revoked: CredentialRevoked
+    connection: AbstractConnection, topology: Topology, revoked: CredentialRevoked
 ) -> None:
     """Tell every gateway and notifier replica to drop a credential from its cache."""
     channel = await connection.channel()

@@ -56,6 +56,7 @@ _CHANGEABLE_COLUMNS = frozenset(
         "result_content_type",
         "result_filename",
         "result_media",
+        "result_expires_at",
     }
 )
 # API.md's options and their defaults; `quality` is "best" or one of these heights.
@@ -77,6 +78,15 @@ SUBMISSION_BATCH_SIZE = Histogram(
 TRANSITIONS_REFUSED = Counter(
     "task_transitions_refused_total", "Illegal task status changes refused", ["to_status"]
 )
+
+
+def object_prefix(user_id: str, task_id: str) -> str:
+    """Where every object of a task is stored: one per attempt, under this prefix."""
+    return f"tasks/{user_id}/{task_id}/"
+
+
+def object_key(user_id: str, task_id: str, attempt: int) -> str:
+    return f"{object_prefix(user_id, task_id)}{attempt}"
 
 
 def sources_of(target: str) -> list[str]:
@@ -141,6 +151,8 @@ def task_message(row: Any) -> Task:
                 media=TaskMedia(**{k: media[k] for k in _MEDIA_FIELDS if media.get(k) is not None}),
             )
         )
+        if row.get("result_expires_at") is not None:
+            task.result.expires_at.CopyFrom(_timestamp(row["result_expires_at"]))
     return task
 
 
@@ -178,6 +190,9 @@ def task_json(task: Task) -> dict[str, Any]:
             "content_type": task.result.content_type,
             "filename": task.result.filename,
             "media": _media_json(task.result.media),
+            "expires_at": _rfc3339(task.result.expires_at)
+            if task.result.HasField("expires_at")
+            else None,
         }
         if task.HasField("result")
         else None,
@@ -503,3 +518,43 @@ async def transition(
     if target in REFUNDED_STATUSES:
         await credits.refund(con, str(row["user_id"]), task_id)
     return row
+
+
+async def delete(con: asyncpg.Connection, topology: Topology, task_id: str, user_id: str) -> bool:
+    """Take the user's task out of everything they see: canceled first (and so refunded)
+    when it has not finished, then marked deleted; its Idempotency-Key is free again and
+    the source cache forgets its result. False when the user has no such task. The stored
+    objects are the caller's to remove (:func:`mark_objects_removed` once they are): a
+    worker still at it finds the task canceled and deletes what it stored. Must run inside
+    a transaction."""
+    # The row lock first, as every transition takes it: a worker recording a success waits,
+    # or has committed and its object is found under the task's prefix.
+    status = await con.fetchval(
+        """SELECT status FROM media.tasks
+           WHERE id = $1 AND user_id = $2 AND deleted_at IS NULL FOR UPDATE""",
+        task_id,
+        user_id,
+    )
+    if status is None:
+        return False
+    if status not in TERMINAL_STATUSES:
+        await transition(con, topology, task_id, CANCELED)
+    await con.execute("UPDATE media.tasks SET deleted_at = now() WHERE id = $1", task_id)
+    await con.execute("DELETE FROM media.idempotency_keys WHERE task_id = $1", task_id)
+    # At once, so that no later task copies an object that is about to go.
+    await _forget_cached(con, user_id, task_id)
+    return True
+
+
+async def mark_objects_removed(con: asyncpg.Connection, user_id: str, task_id: str) -> None:
+    """Record that none of the task's objects is stored any more (nor stands in the source
+    cache for another download)."""
+    await con.execute("UPDATE media.tasks SET objects_removed_at = now() WHERE id = $1", task_id)
+    await _forget_cached(con, user_id, task_id)
+
+
+async def _forget_cached(con: asyncpg.Connection, user_id: str, task_id: str) -> None:
+    await con.execute(
+        "DELETE FROM media.source_cache WHERE starts_with(object_key, $1)",
+        object_prefix(user_id, task_id),
+    )

@@ -65,6 +65,7 @@ async def test_sign_up_submit_follow_sse_download_and_verify(
             "content_type": "video/mp4",
             "filename": "e2e.mp4",
             "media": final["result"]["media"],
+            "expires_at": final["result"]["expires_at"],
         }
         assert final["options"] == {"quality": "best", "mode": "auto", "audio_format": "original"}
         assert "running" in [task["status"] for task in seen]

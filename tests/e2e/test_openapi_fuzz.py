@@ -40,6 +40,7 @@ PUBLIC_ROUTES = {
     "GET /v1/tasks",
     "GET /v1/tasks/{task_id}",
     "POST /v1/tasks/{task_id}/cancel",
+    "DELETE /v1/tasks/{task_id}",
     "GET /v1/tasks/{task_id}/download",
     "GET /v1/events",
 }

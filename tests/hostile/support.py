@@ -161,6 +161,10 @@ class World:
         self.pool = pool
         self._s3 = s3_client
 
+    @property
+    def s3(self) -> Any:
+        return self._s3
+
     def client(self, timeout: float = 15) -> httpx.AsyncClient:
         return new_client(self.url, timeout)
 

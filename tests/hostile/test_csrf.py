@@ -66,6 +66,7 @@ def _routes(setup: Setup, origin_url: str) -> list[tuple[str, str, object]]:
     return [
         ("POST", "/v1/tasks", {"url": f"{origin_url}/media.mp4"}),
         ("POST", f"/v1/tasks/{setup.running_task}/cancel", None),
+        ("DELETE", f"/v1/tasks/{setup.running_task}", None),
         ("POST", "/v1/auth/api-keys", {"name": "planted"}),
         ("DELETE", f"/v1/auth/api-keys/{setup.key_id}", None),
         ("DELETE", "/v1/auth/sessions", None),
@@ -73,7 +74,15 @@ def _routes(setup: Setup, origin_url: str) -> list[tuple[str, str, object]]:
     ]
 
 
-ROUTE_NAMES = ["submit", "cancel", "create-key", "delete-key", "sign-out-everywhere", "sign-out"]
+ROUTE_NAMES = [
+    "submit",
+    "cancel",
+    "delete",
+    "create-key",
+    "delete-key",
+    "sign-out-everywhere",
+    "sign-out",
+]
 
 
 @pytest.mark.parametrize("route", range(len(ROUTE_NAMES)), ids=ROUTE_NAMES)

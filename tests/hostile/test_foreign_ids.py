@@ -93,6 +93,7 @@ def _no_leak(response: httpx.Response, victim: Victim) -> None:
 ROUTES = [
     ("GET", "/v1/tasks/{id}"),
     ("POST", "/v1/tasks/{id}/cancel"),
+    ("DELETE", "/v1/tasks/{id}"),
     ("GET", "/v1/tasks/{id}/download"),
 ]
 

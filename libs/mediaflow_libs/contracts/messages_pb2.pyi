@@ -75,18 +75,20 @@ class TaskError(_message.Message):
     def __init__(self, code: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
 
 class TaskResult(_message.Message):
-    __slots__ = ("size", "sha256", "content_type", "filename", "media")
+    __slots__ = ("size", "sha256", "content_type", "filename", "media", "expires_at")
     SIZE_FIELD_NUMBER: _ClassVar[int]
     SHA256_FIELD_NUMBER: _ClassVar[int]
     CONTENT_TYPE_FIELD_NUMBER: _ClassVar[int]
     FILENAME_FIELD_NUMBER: _ClassVar[int]
     MEDIA_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
     size: int
     sha256: str
     content_type: str
     filename: str
     media: TaskMedia
-    def __init__(self, size: _Optional[int] = ..., sha256: _Optional[str] = ..., content_type: _Optional[str] = ..., filename: _Optional[str] = ..., media: _Optional[_Union[TaskMedia, _Mapping]] = ...) -> None: ...
+    expires_at: _timestamp_pb2.Timestamp
+    def __init__(self, size: _Optional[int] = ..., sha256: _Optional[str] = ..., content_type: _Optional[str] = ..., filename: _Optional[str] = ..., media: _Optional[_Union[TaskMedia, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class TaskMedia(_message.Message):
     __slots__ = ("title", "duration_seconds", "width", "height", "video_codec", "audio_codec")

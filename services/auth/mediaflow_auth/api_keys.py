@@ -86,12 +86,15 @@ async def check(con: asyncpg.Connection, key: str) -> tuple[dict[str, Any], dict
         """UPDATE auth.api_keys k SET last_used_at = now()
            FROM auth.users u
            WHERE u.id = k.user_id AND k.key_hash = $1 AND k.revoked_at IS NULL
+             AND u.disabled_at IS NULL
            RETURNING k.id AS key_id, u.id AS user_id, u.email, u.name, u.created_at""",
         digest,
     )
     if row is None:
         if await con.fetchval("SELECT true FROM auth.api_keys WHERE key_hash = $1", digest):
-            raise ProblemError(401, "session_revoked", "The API key was deleted.")
+            raise ProblemError(
+                401, "session_revoked", "The API key was deleted, or its account disabled."
+            )
         raise ProblemError(401, "session_invalid", "The API key is unknown.")
     user = user_json(row["user_id"], row["email"], row["name"], row["created_at"])
     return user, {"id": str(row["key_id"]), "expires_at": None}

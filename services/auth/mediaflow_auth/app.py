@@ -205,7 +205,7 @@ async def sign_in(
                 headers={"Retry-After": str(wait)},
             )
         user = await con.fetchrow(
-            """SELECT id, email, name, created_at, password_hash FROM auth.users
+            """SELECT id, email, name, created_at, password_hash, disabled_at FROM auth.users
                WHERE lower(email) = lower($1)""",
             email.strip(),
         )
@@ -213,6 +213,14 @@ async def sign_in(
     if not await passwords.verify_password(stored_hash, password) or user is None:
         log.info("auth.sign_in_refused", code="invalid_credentials")
         raise ProblemError(401, "invalid_credentials", "The email or password is wrong.")
+    if user["disabled_at"] is not None:
+        # Told only to whoever knows the password; it stays counted as a failed attempt.
+        log.info("auth.sign_in_refused", code="account_disabled", user_id=str(user["id"]))
+        raise ProblemError(
+            403,
+            "account_disabled",
+            "This account has been disabled by the operator; it cannot sign in.",
+        )
     async with resources.pool.acquire() as con, con.transaction():
         # The owner's own mistakes from here are forgotten; failures others made against
         # the account stay counted (signing in must not reset a distributed guesser).

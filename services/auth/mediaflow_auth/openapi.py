@@ -187,6 +187,11 @@ def document(session_cookie: str) -> dict[str, Any]:
                     "200": json_response("Signed in", _ref("SignedIn"), headers=_SET_COOKIE),
                     **unsafe_json,
                     "401": _with("invalid_credentials", 401),
+                    "403": _with(
+                        "account_disabled (the right password, an account the operator "
+                        "disabled), or csrf_rejected",
+                        403,
+                    ),
                     "429": _with("rate_limited (failed sign-ins)", 429),
                 },
                 body=json_body(_credentials("The account's email address")),

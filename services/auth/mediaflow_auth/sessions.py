@@ -71,7 +71,7 @@ async def check_session(
     row = await con.fetchrow(
         """SELECT s.id AS session_id, s.user_id, s.last_seen_at, s.idle_expires_at,
                   s.absolute_expires_at, s.revoked_at, clock_timestamp() AS now,
-                  u.email, u.name, u.created_at AS user_created_at
+                  u.email, u.name, u.created_at AS user_created_at, u.disabled_at
            FROM auth.sessions s JOIN auth.users u ON u.id = s.user_id
            WHERE s.token_hash = $1""",
         _digest(token),
@@ -80,6 +80,9 @@ async def check_session(
         raise ProblemError(401, "session_invalid", "The session token is unknown; sign in again.")
     if row["revoked_at"] is not None:
         raise ProblemError(401, "session_revoked", "The session was signed out; sign in again.")
+    if row["disabled_at"] is not None:
+        # Its sessions were revoked with it; one opened by a sign-in racing the disable too.
+        raise ProblemError(401, "session_revoked", "The account has been disabled.")
     now = row["now"]
     if now >= row["idle_expires_at"] or now >= row["absolute_expires_at"]:
         raise ProblemError(401, "session_expired", "The session has expired; sign in again.")

@@ -89,6 +89,7 @@ def create_app(settings: GatewaySettings | None = None) -> Litestar:
             channel = await connection.channel()
             await amqp.declare_topology(channel, topology)
             await channel.close()
+            s3_client = await stack.enter_async_context(s3.open_s3(settings))
             s3_public = await stack.enter_async_context(s3.open_s3(settings, public=True))
             sessions = SessionClient.from_settings(
                 settings,
@@ -112,6 +113,7 @@ def create_app(settings: GatewaySettings | None = None) -> Litestar:
                 amqp=connection,
                 sessions=sessions,
                 submitter=submitter,
+                s3=s3_client,
                 s3_public=s3_public,
             )
             relay = OutboxRelay(
@@ -154,6 +156,7 @@ def create_app(settings: GatewaySettings | None = None) -> Litestar:
                 task_api.get_task,
                 task_api.list_tasks,
                 task_api.cancel_task,
+                task_api.delete_task,
                 task_api.download,
                 openapi_schema,
                 *web_page.route_handlers,

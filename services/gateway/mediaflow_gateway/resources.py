@@ -20,4 +20,5 @@ class Resources:
     amqp: AbstractRobustConnection
     sessions: SessionClient
     submitter: Submitter
+    s3: Any  # aiobotocore S3 client for S3_ENDPOINT_URL
     s3_public: Any  # aiobotocore S3 client signing for S3_PUBLIC_ENDPOINT_URL

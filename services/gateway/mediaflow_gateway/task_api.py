@@ -1,4 +1,4 @@
-"""The tasks API: submit, read, list, cancel, download."""
+"""The tasks API: submit, read, list, cancel, delete, download."""
 
 from __future__ import annotations
 
@@ -7,12 +7,13 @@ import json
 import re
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Annotated, Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import structlog
-from litestar import Request, Response, get, post
+from litestar import Request, Response, delete, get, post
 from litestar.datastructures import ResponseHeader
 from litestar.di import NamedDependency
 from litestar.enums import ParamType
@@ -32,7 +33,7 @@ from prometheus_client import Counter
 
 from mediaflow_gateway.cursors import cursor_key, decode_cursor, encode_cursor
 from mediaflow_gateway.resources import Resources
-from mediaflow_libs import credits, egress, naming, tasks, telemetry
+from mediaflow_libs import credits, egress, naming, s3, tasks, telemetry
 from mediaflow_libs.egress import EgressPolicy
 from mediaflow_libs.problems import ProblemError
 from mediaflow_libs.schemas import Me, TaskEnvelope, TaskPage, problem_responses
@@ -148,7 +149,9 @@ def _not_found() -> ProblemError:
 
 async def _owned_task(con: asyncpg.Connection, task_id: str, user_id: str) -> asyncpg.Record:
     row = await con.fetchrow(
-        "SELECT * FROM media.tasks WHERE id = $1 AND user_id = $2", task_id, user_id
+        "SELECT * FROM media.tasks WHERE id = $1 AND user_id = $2 AND deleted_at IS NULL",
+        task_id,
+        user_id,
     )
     if row is None:
         raise _not_found()
@@ -310,7 +313,7 @@ async def _submit(
             raise ProblemError(
                 402,
                 "insufficient_credits",
-                f"A task costs {settings.task_cost_credits} credits; the balance is lower.",
+                f"A task costs {credits.amount(settings.task_cost_credits)}; the balance is lower.",
             )
     raise AssertionError(f"unknown submission outcome {submission.outcome!r}")
 
@@ -370,7 +373,7 @@ async def list_tasks(
     async with resources.pool.acquire() as con:
         rows = await con.fetch(
             """SELECT * FROM media.tasks
-               WHERE user_id = $1
+               WHERE user_id = $1 AND deleted_at IS NULL
                  AND ($2::timestamptz IS NULL OR (created_at, id) < ($2, $3::uuid))
                ORDER BY created_at DESC, id DESC LIMIT $4""",
             identity.user_id,
@@ -411,10 +414,41 @@ async def cancel_task(
     return {"task": tasks.task_json(tasks.task_message(row))}
 
 
+@delete(
+    "/v1/tasks/{task_id:str}",
+    status_code=204,
+    responses=problem_responses(400, 401, 403, 404, 503),
+)
+async def delete_task(
+    task_id: FromPath[str],
+    identity: NamedDependency[Identity],
+    resources: NamedDependency[Resources],
+) -> None:
+    task_id = _task_id(task_id)
+    async with resources.pool.acquire() as con, con.transaction():
+        if not await tasks.delete(con, resources.topology, task_id, identity.user_id):
+            raise _not_found()
+    log.info("task.deleted", task_id=task_id)
+    await remove_objects(resources, identity.user_id, task_id)
+
+
+async def remove_objects(resources: Resources, user_id: str, task_id: str) -> None:
+    """Delete a deleted task's stored objects now; when the store does not answer, the
+    worker's sweep does it later (the task is already gone for its owner)."""
+    try:
+        await s3.delete_prefix(
+            resources.s3, resources.settings.s3_bucket, tasks.object_prefix(user_id, task_id)
+        )
+        async with resources.pool.acquire() as con:
+            await tasks.mark_objects_removed(con, user_id, task_id)
+    except Exception as exc:
+        log.warning("task.objects_not_removed", task_id=task_id, error=repr(exc))
+
+
 @get(
     "/v1/tasks/{task_id:str}/download",
     status_code=302,
-    responses=problem_responses(400, 401, 404, 409, 503),
+    responses=problem_responses(400, 401, 404, 409, 410, 503),
 )
 async def download(
     task_id: FromPath[str],
@@ -425,6 +459,11 @@ async def download(
         row = await _owned_task(con, _task_id(task_id), identity.user_id)
     if row["status"] != tasks.SUCCEEDED or not row["object_key"]:
         raise ProblemError(409, "task_not_ready", f"The task is {row['status']}, not succeeded.")
+    expires_at = row["result_expires_at"]
+    if row["objects_removed_at"] is not None or (
+        expires_at is not None and expires_at <= datetime.now(UTC)
+    ):
+        raise ProblemError(410, "result_expired", "The stored file has expired and was deleted.")
     url = await resources.s3_public.generate_presigned_url(
         "get_object",
         Params={

@@ -27,7 +27,7 @@ async def active_task_snapshots(pool: asyncpg.Pool, user_id: str) -> list[asyncp
 async def named_task_snapshots(
     pool: asyncpg.Pool, user_id: str, task_ids: frozenset[str]
 ) -> list[asyncpg.Record]:
-    """The named tasks that belong to the user, whatever their status."""
+    """The named tasks that belong to the user, whatever their status, unless deleted."""
     async with pool.acquire() as con:
         return await con.fetch(
             """SELECT t.*, e.id AS event_id
@@ -35,7 +35,7 @@ async def named_task_snapshots(
                LEFT JOIN LATERAL (
                    SELECT id FROM media.task_events WHERE task_id = t.id ORDER BY id DESC LIMIT 1
                ) e ON true
-               WHERE t.user_id = $1 AND t.id = ANY($2::uuid[])
+               WHERE t.user_id = $1 AND t.id = ANY($2::uuid[]) AND t.deleted_at IS NULL
                ORDER BY e.id NULLS FIRST, t.created_at""",
             user_id,
             list(task_ids),

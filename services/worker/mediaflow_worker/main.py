@@ -1,5 +1,5 @@
 """The worker process: consume jobs, serve health and metrics, relay the outbox, reap
-stale tasks.
+stale tasks, sweep expired and deleted stored files.
 
 ``main()`` opens the resources in order (database, broker, storage, HTTP client), serves
 ``/healthz``, ``/readyz`` and ``/metrics``, and consumes the jobs queue. On SIGTERM or
@@ -32,6 +32,8 @@ from mediaflow_worker.fetch import open_http
 from mediaflow_worker.media.mux import media_tools
 from mediaflow_worker.processor import Resources, handle_delivery, reap_stale_tasks
 from mediaflow_worker.resolve import Resolvers
+from mediaflow_worker.retention import BATCH as SWEEP_BATCH
+from mediaflow_worker.retention import sweep_stored_files
 from mediaflow_worker.settings import WorkerSettings
 
 log = structlog.get_logger(__name__)
@@ -120,6 +122,13 @@ async def _reap_forever(resources: Resources) -> None:
             await reap_stale_tasks(resources)
         except Exception as exc:
             log.warning("worker.reaper_failed", error=repr(exc))
+        try:
+            bucket = resources.settings.s3_bucket
+            # A full batch may mean more are due.
+            while await sweep_stored_files(resources.pool, resources.s3, bucket) == SWEEP_BATCH:
+                pass
+        except Exception as exc:
+            log.warning("worker.sweep_failed", error=repr(exc))
 
 
 async def run(

@@ -50,3 +50,9 @@ TASKS_REAPED = Counter(
     "Running tasks nobody held any more, queued again or failed by the reaper",
     ["action"],
 )
+STORED_FILES_REMOVED = Counter(
+    "worker_stored_files_removed_total",
+    "Tasks whose stored objects the sweep removed: expired (past RESULT_RETENTION_DAYS) or "
+    "deleted (by their owner, when the delete itself could not reach the store)",
+    ["reason"],
+)

@@ -21,6 +21,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack, contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import aio_pika
@@ -34,6 +35,7 @@ from opentelemetry import trace
 from mediaflow_libs import outbox, tasks
 from mediaflow_libs.amqp import Topology
 from mediaflow_libs.contracts import Job
+from mediaflow_libs.s3 import delete_prefix
 from mediaflow_libs.telemetry import current_trace_id, extract_trace_context, trace_headers
 from mediaflow_worker import cache, lease
 from mediaflow_worker.backoff import backoff_seconds, delay_queue_ms
@@ -353,7 +355,7 @@ async def process_job(delivery: Delivery, resources: Resources) -> Outcome:
         return "failed"
     log.info("job.started", attempt=claimed.attempt)
 
-    key = f"tasks/{claimed.user_id}/{task_id}/{claimed.attempt}"
+    key = tasks.object_key(claimed.user_id, task_id, claimed.attempt)
     held = Lease(
         resources.pool,
         task_id,
@@ -400,6 +402,13 @@ async def process_job(delivery: Delivery, resources: Resources) -> Outcome:
         **stages.observe(),
     )
     return outcome
+
+
+def result_expiry(settings: WorkerSettings, now: datetime | None = None) -> datetime | None:
+    """When a result stored now is deleted; None when results are kept for ever."""
+    if not settings.result_retention_days:
+        return None
+    return (now or datetime.now(UTC)) + timedelta(days=settings.result_retention_days)
 
 
 def job_options(job: Job) -> Options:
@@ -499,19 +508,9 @@ async def _copy_cached(resources: Resources, cached: cache.CachedResult, key: st
 async def _discard_earlier_attempts(resources: Resources, key: str) -> None:
     """Abort uploads and delete objects an earlier attempt left under the task's prefix
     (a worker that died mid-upload, or whose outcome could not be recorded)."""
-    bucket = resources.settings.s3_bucket
     prefix = key.rsplit("/", 1)[0] + "/"
-    s3 = resources.s3
     try:
-        listing = await s3.list_multipart_uploads(Bucket=bucket, Prefix=prefix)
-        for upload in listing.get("Uploads", []):
-            await s3.abort_multipart_upload(
-                Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"]
-            )
-        objects = await s3.list_objects_v2(Bucket=bucket, Prefix=prefix)
-        for item in objects.get("Contents", []):
-            if item["Key"] != key:
-                await s3.delete_object(Bucket=bucket, Key=item["Key"])
+        await delete_prefix(resources.s3, resources.settings.s3_bucket, prefix, keep=key)
     except Exception as exc:
         log.warning("job.leftovers_not_removed", prefix=prefix, error=repr(exc))
 
@@ -593,6 +592,7 @@ async def _succeed(
             result_content_type=result.content_type,
             result_filename=described.filename if described else None,
             result_media=described.media if described else None,
+            result_expires_at=result_expiry(resources.settings),
         ):
             if resources.settings.cache_enabled and not cache_hit:
                 cache_key = _cache_key(claimed.source_url, job_options(delivery.job))

@@ -129,7 +129,20 @@ class WorkerSettings(ServiceSettings, S3Settings, EgressSettings):
         ),
     )
     reaper_interval_seconds: float = Field(
-        30, gt=0, description="How often each worker looks for such stale tasks"
+        30,
+        gt=0,
+        description=(
+            "How often each worker looks for such stale tasks, and for stored files to "
+            "delete (expired results, deleted tasks)"
+        ),
+    )
+    result_retention_days: int = Field(
+        30,
+        ge=0,
+        description=(
+            "Days a succeeded task's file is kept (its result.expires_at), then deleted and "
+            "its download answered 410 result_expired; 0 keeps files for ever"
+        ),
     )
     resolve_max_pages: int = Field(
         2,
