@@ -10,7 +10,7 @@ APT_INSTALL := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --n
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
-deps: ## install what is missing: uv, Python packages, nginx, PostgreSQL, RabbitMQ, promtool, Chromium, wrk, ffmpeg
+deps: ## install what is missing: uv, Python packages, nginx, PostgreSQL, RabbitMQ, promtool, Chromium, npm (axe-core for the browser tests), wrk, ffmpeg
 	@command -v uv >/dev/null || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
 	@missing=""; \
 	  command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing="$$missing nginx-light"; \
@@ -20,8 +20,12 @@ deps: ## install what is missing: uv, Python packages, nginx, PostgreSQL, Rabbit
 	  [ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
 	  command -v wrk >/dev/null || missing="$$missing wrk"; \
 	  command -v ffmpeg >/dev/null || missing="$$missing ffmpeg"; \
+	  command -v npm >/dev/null || missing="$$missing npm"; \
 	  if [ -n "$$missing" ]; then echo "installing:$$missing"; $(SUDO) apt-get update -qq && $(APT_INSTALL) $$missing; fi
 	@$(UV) sync --quiet --frozen
+	@# The browser tests' JavaScript (axe-core), pinned by tests/browser/package-lock.json.
+	@[ tests/browser/node_modules/.package-lock.json -nt tests/browser/package-lock.json ] || \
+	  npm ci --prefix tests/browser --no-audit --no-fund --silent
 
 run: deps ## start everything (idempotent) and run a real job end to end
 	@$(UV) run --frozen python -m devstack demo

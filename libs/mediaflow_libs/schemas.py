@@ -80,6 +80,7 @@ class User(TypedDict):
 
 class Credits(TypedDict):
     balance: int
+    task_cost: int  # charged when a task is accepted, refunded if it fails or is canceled
 
 
 class Me(TypedDict):

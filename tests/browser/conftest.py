@@ -1,16 +1,20 @@
-"""Fixtures of the browser tests: Debian's headless Chromium driven by Playwright, a slow
-media origin, and a second ingress whose ``/v1/events`` nginx refuses."""
+"""Fixtures of the browser tests: Debian's headless Chromium driven by Playwright (one
+browser, a fresh context per test), a slow media origin, a clip with sound, and a second
+ingress whose ``/v1/events`` nginx refuses."""
 
 from __future__ import annotations
 
 import dataclasses
-import tempfile
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
 
 import pytest
-from playwright.async_api import BrowserContext, async_playwright
+from playwright.async_api import Browser, BrowserContext, async_playwright, expect
 
 from devstack import stack
+from services.worker.tests import media_sources
 from tests.browser.ingress import BLOCK_EVENTS
 from tests.realtime.support import SlowOrigin
 
@@ -25,25 +29,54 @@ CHROMIUM_FLAGS = [
     "--disable-sync",
 ]
 BYTES_PER_SECOND = 1024 * 1024
+# The machine is shared: a job may wait for a worker longer than Playwright's default 5 s.
+expect.set_options(timeout=20_000)
+
+
+@pytest.fixture(scope="session")
+async def chromium() -> AsyncIterator[Browser]:
+    """One Chromium for the whole session; each test gets a fresh context (profile) of it."""
+    async with async_playwright() as playwright:
+        launched = await playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,  # Playwright adds --headless
+            args=CHROMIUM_FLAGS,
+        )
+        try:
+            yield launched
+        finally:
+            await launched.close()
+
+
+@asynccontextmanager
+async def new_context(chromium: Browser, **options: Any) -> AsyncIterator[BrowserContext]:
+    """A fresh profile (no cookies, no storage) that accepts downloads."""
+    context = await chromium.new_context(accept_downloads=True, **options)
+    context.set_default_timeout(20_000)
+    try:
+        yield context
+    finally:
+        await context.close()
 
 
 @pytest.fixture
-async def browser() -> AsyncIterator[BrowserContext]:
-    """A fresh Chromium profile per test."""
-    async with async_playwright() as playwright:
-        with tempfile.TemporaryDirectory(prefix="chromium-") as profile:
-            context = await playwright.chromium.launch_persistent_context(
-                profile,
-                executable_path=CHROMIUM,
-                headless=True,  # Playwright adds --headless
-                args=CHROMIUM_FLAGS,
-                accept_downloads=True,
-            )
-            context.set_default_timeout(20_000)
-            try:
-                yield context
-            finally:
-                await context.close()
+async def browser(
+    chromium: Browser, running_stack: stack.StackConfig
+) -> AsyncIterator[BrowserContext]:
+    """A fresh Chromium profile per test, allowed to read and write the clipboard (pasting)."""
+    async with new_context(chromium) as context:
+        await context.grant_permissions(
+            ["clipboard-read", "clipboard-write"], origin=running_stack.public_url
+        )
+        yield context
+
+
+@pytest.fixture(scope="session")
+def audio_clip(origin: tuple[str, Path]) -> str:
+    """The URL of a short MP4 with sound (made by ffmpeg), on the fast local origin."""
+    base_url, directory = origin
+    media_sources.make_video("320x180", directory, "with-sound.mp4", duration=2)
+    return f"{base_url}/with-sound.mp4"
 
 
 @pytest.fixture(scope="session")

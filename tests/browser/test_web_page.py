@@ -1,115 +1,38 @@
-"""The web page in headless Chromium through nginx, as a user sees it: sign up, paste a link,
-watch the bar reach 100 %, download; live over the event stream, and by polling when nginx
-refuses the stream, returning to live once it can. Screenshots go to test-artifacts/."""
+"""The web page in headless Chromium through nginx, as a user sees it: sign up, paste a link
+(it starts by itself), watch it live (the bar, the tab's title), download it under its name;
+live over the event stream, and by polling when nginx refuses the stream, returning to live
+once it can. Screenshots go to test-artifacts/."""
 
 from __future__ import annotations
 
 import json
 import re
-import secrets
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-from playwright.async_api import (
-    BrowserContext,
-    ConsoleMessage,
-    Locator,
-    Page,
-    Request,
-    Response,
-    expect,
-)
+from playwright.async_api import BrowserContext, expect
 
 from devstack import media, stack
 from mediaflow_gateway.web_page import CONTENT_SECURITY_POLICY
 from tests.browser.ingress import set_events_blocked
+from tests.browser.support import (
+    animations,
+    api_task,
+    download,
+    link_field,
+    newest_task,
+    opened,
+    paste,
+    sign_in,
+    sign_up,
+    submit,
+)
 from tests.realtime.support import SlowOrigin
 
 MIB = 1024 * 1024
-TASK_URL = re.compile(r"/v1/tasks/[0-9a-f-]{36}$")
 
 
-@dataclass
-class Traffic:
-    """What the page asked for, and what went wrong in it."""
-
-    polls: list[Request] = field(default_factory=list)  # GET /v1/tasks/{id}
-    event_statuses: list[int] = field(default_factory=list)  # answers to GET /v1/events
-    page_errors: list[str] = field(default_factory=list)
-
-    def polls_of(self, task_id: str) -> list[Request]:
-        return [request for request in self.polls if request.url.endswith(task_id)]
-
-
-@asynccontextmanager
-async def opened(
-    browser: BrowserContext, url: str, artifacts: Path, name: str
-) -> AsyncIterator[tuple[Page, Traffic]]:
-    """The page at ``url``, watched; a screenshot of how it ended, pass or fail."""
-    page = browser.pages[0] if browser.pages else await browser.new_page()
-    traffic = Traffic()
-
-    def on_request(request: Request) -> None:
-        if request.method == "GET" and TASK_URL.search(request.url):
-            traffic.polls.append(request)
-
-    def on_response(response: Response) -> None:
-        if "/v1/events" in response.url:
-            traffic.event_statuses.append(response.status)
-
-    def on_console(message: ConsoleMessage) -> None:
-        if "Content Security Policy" in message.text:
-            traffic.page_errors.append(message.text)
-
-    page.on("request", on_request)
-    page.on("response", on_response)
-    page.on("console", on_console)
-    page.on("pageerror", lambda error: traffic.page_errors.append(str(error)))
-    await page.goto(url)
-    try:
-        yield page, traffic
-    finally:
-        await page.screenshot(path=artifacts / f"{name}.png", full_page=True)
-    assert traffic.page_errors == []
-
-
-PASSWORD = "a long passphrase"
-
-
-async def sign_up(page: Page) -> str:
-    """Create an account from the page; returns its email."""
-    email = f"browser-{secrets.token_hex(6)}@example.com"
-    await page.get_by_label("Email").fill(email)
-    await page.get_by_label("Password").fill(PASSWORD)
-    await page.get_by_role("button", name="Create account").click()
-    await expect(page.get_by_text("Signed in as")).to_be_visible()
-    await expect(page.get_by_text("10 credits")).to_be_visible()
-    return email
-
-
-async def submit(page: Page, url: str) -> tuple[str, Locator]:
-    """Paste ``url`` and fetch it; returns the task id and its list item."""
-    await page.get_by_label("Media URL").fill(url)
-    await page.get_by_role("button", name="Fetch").click()
-    item = page.locator("#tasks li", has_text=url)
-    await expect(item).to_have_count(1)
-    task_id = await item.get_attribute("data-task-id")
-    assert task_id
-    return task_id, item
-
-
-async def download(page: Page, item: Locator) -> str:
-    """Click the task's download link; returns the SHA-256 of what the browser saved."""
-    async with page.expect_download() as started:
-        await item.get_by_role("link", name="Download").click()
-    saved = await (await started.value).path()
-    return media.sha256_of(Path(saved))
-
-
-async def test_sign_up_submit_and_watch_the_bar_reach_100_live(
+async def test_sign_up_paste_watch_it_live_and_download_it_under_its_name(
     running_stack: stack.StackConfig,
     browser: BrowserContext,
     slow_origin: SlowOrigin,
@@ -119,50 +42,79 @@ async def test_sign_up_submit_and_watch_the_bar_reach_100_live(
         page,
         traffic,
     ):
+        await expect(page.get_by_label("Email")).to_be_focused()
         email = await sign_up(page)
         await expect(page.locator("#connection")).to_have_attribute("data-mode", "live")
+        credits = page.locator("#credits")
+        await expect(credits).to_have_text(
+            "You have 10 credits. Each download costs 1 credit, charged when it starts."
+            " A download that fails or is canceled is refunded."
+        )
+        await expect(page.get_by_text("Nothing here yet")).to_be_visible()
 
+        # Pasted, the link starts by itself: no click on Fetch.
         url, sha256 = slow_origin.sample(3 * MIB)
-        task_id, item = await submit(page, url)
-        bar = item.get_by_role("progressbar")
-        # The bar moves while bytes arrive (progress events every 0.5 s of a ~3 s job)...
+        name = url.rsplit("/", 1)[1]
+        await paste(page, url)
+        task_id, item = await newest_task(page, 1)
+        await expect(link_field(page)).to_have_value("")
+        await expect(link_field(page)).to_be_focused()
+        await expect(page.get_by_text("Nothing here yet")).to_be_hidden()
+        await expect(item.get_by_role("heading")).to_have_text(name)
+        bar = item.get_by_role("progressbar", name=f"Progress of {name}")
+        # The bar moves while bytes arrive (progress events every 0.5 s of a ~3 s job), the
+        # tab's title says how far, and the task looks busy...
         await page.wait_for_function(
             "bar => bar.value > 0 && bar.value < 100", arg=await bar.element_handle()
         )
-        # ...and ends full, with a download link.
-        await expect(bar).to_have_attribute("value", "100")
-        await expect(item.get_by_role("link", name="Download")).to_be_visible()
-        await expect(item).to_contain_text("Done: 3.1 MB stored.")
-        await expect(page.get_by_text("9 credits")).to_be_visible()
-        assert await download(page, item) == sha256
+        await expect(page).to_have_title(re.compile(rf"^\d+% · {re.escape(name)} · mediaflow$"))
+        await expect(item.locator(".status")).to_have_text("Downloading")
+        assert await animations(item) > 0
+        # ...then it is ready: no bar, no animation, its file described, a download link.
+        await expect(item.locator(".status")).to_have_text("Ready")
+        await expect(page).to_have_title("mediaflow")
+        await expect(bar).to_be_hidden()
+        assert await animations(item) == 0
+        task = await api_task(page, task_id)
+        filename = task["result"]["filename"]
+        await expect(item.get_by_role("heading")).to_have_text(filename)
+        host = url.split("/")[2]
+        await expect(item.locator(".meta li")).to_have_text(
+            ["MP4 video", "3.1 MB", host, "just now"]
+        )
+        await expect(page.locator("#live")).to_have_text(f"{filename} is ready to download.")
+        await expect(credits).to_contain_text("You have 9 credits.")
+        saved = await download(page, item)
+        assert saved.suggested_filename == filename
+        assert media.sha256_of(Path(await saved.path())) == sha256
         # Live: the stream spoke for the task, so it was polled at most once (a poll may
         # fall between the submit's answer and the task's first event).
         assert len(traffic.polls_of(task_id)) <= 1, traffic.polls_of(task_id)
         assert set(traffic.event_statuses) == {200}
 
         # Errors in words: a problem's `detail`, and a failed task's `error.message`.
-        await page.get_by_label("Media URL").fill("ftp://media.example/clip.mp4")
+        await link_field(page).fill("ftp://media.example/clip.mp4")
         await page.get_by_role("button", name="Fetch").click()
         await expect(page.get_by_role("alert")).to_have_text(
             "Only http and https URLs can be fetched."
         )
         missing = f"{url.rsplit('/', 1)[0]}/no-such-clip.mp4"
-        task_id, item = await submit(page, missing)
+        task_id, item = await submit(page, missing, 2)
         await expect(item).to_have_attribute("data-status", "failed")
-        response = await page.request.get(f"{running_stack.public_url}/v1/tasks/{task_id}")
-        message = (await response.json())["task"]["error"]["message"]
-        await expect(item).to_contain_text(f"Failed: {message}")
+        message = (await api_task(page, task_id))["error"]["message"]
+        await expect(item.locator(".detail")).to_have_text(f"{message} Its credit was refunded.")
 
         # A running task can be canceled from the page (and its credit comes back).
         long_url, _ = slow_origin.sample(10 * MIB)
-        _, item = await submit(page, long_url)
+        _, item = await submit(page, long_url, 3)
         await expect(item).to_have_attribute("data-status", "running")
-        await expect(page.get_by_text("8 credits")).to_be_visible()
+        await expect(credits).to_contain_text("You have 8 credits.")
         await item.get_by_role("button", name="Cancel").click()
         await expect(item).to_have_attribute("data-status", "canceled")
-        await expect(item).to_contain_text("Canceled.")
+        await expect(item.locator(".detail")).to_have_text("Canceled. Its credit was refunded.")
         await expect(item.get_by_role("button", name="Cancel")).to_be_hidden()
-        await expect(page.get_by_text("9 credits")).to_be_visible()
+        await expect(item.get_by_role("progressbar")).to_be_hidden()
+        await expect(credits).to_contain_text("You have 9 credits.")
 
         # A sign-out that fails says so, and the page does not pretend it worked.
         problem = {"title": "Service Unavailable", "status": 503, "code": "auth_unavailable"}
@@ -183,16 +135,15 @@ async def test_sign_up_submit_and_watch_the_bar_reach_100_live(
         # Signed out and back in, the tasks are listed again, download link and all.
         await page.get_by_role("button", name="Sign out").click()
         await expect(page.get_by_role("alert")).to_have_text("You are signed out.")
+        await expect(page.get_by_label("Email")).to_be_focused()
         await page.get_by_label("Email").fill(email)
         await page.get_by_label("Password").fill("not the password")
         await page.get_by_role("button", name="Sign in").click()
         await expect(page.get_by_role("alert")).to_have_text("The email or password is wrong.")
-        await page.get_by_label("Password").fill(PASSWORD)
-        await page.get_by_role("button", name="Sign in").click()
-        await expect(page.get_by_text(f"Signed in as {email}")).to_be_visible()
-        done = page.locator("#tasks li", has_text=url)
-        await expect(done.get_by_role("link", name="Download")).to_be_visible()
-        await expect(page.locator("#tasks li")).to_have_count(3)
+        await sign_in(page, email)
+        done = page.locator("#tasks li", has_text=filename)
+        await expect(done.get_by_role("link", name=f"Download {filename}")).to_be_visible()
+        await expect(page.locator("#tasks > li")).to_have_count(3)
 
 
 async def test_with_events_blocked_the_page_polls_to_the_end_then_returns_to_live(
@@ -211,12 +162,10 @@ async def test_with_events_blocked_the_page_polls_to_the_end_then_returns_to_liv
 
         # A ~5 s job: polled at least twice, with If-None-Match once an ETag is known.
         url, sha256 = slow_origin.sample(5 * MIB)
-        task_id, item = await submit(page, url)
-        await expect(item.get_by_role("progressbar")).to_have_attribute(
-            "value", "100", timeout=20_000
-        )
-        await expect(item.get_by_role("link", name="Download")).to_be_visible()
-        assert await download(page, item) == sha256
+        task_id, item = await submit(page, url, 1)
+        await expect(item).to_have_attribute("data-status", "succeeded", timeout=20_000)
+        saved = await download(page, item)
+        assert media.sha256_of(Path(await saved.path())) == sha256
         await page.screenshot(path=artifacts_dir / "browser-polled-to-the-end.png", full_page=True)
         polls = traffic.polls_of(task_id)
         assert len(polls) >= 2
@@ -231,8 +180,8 @@ async def test_with_events_blocked_the_page_polls_to_the_end_then_returns_to_liv
                 "data-mode", "live", timeout=15_000
             )
             url, _ = slow_origin.sample(2 * MIB)
-            task_id, item = await submit(page, url)
-            await expect(item.get_by_role("progressbar")).to_have_attribute("value", "100")
+            task_id, item = await submit(page, url, 2)
+            await expect(item).to_have_attribute("data-status", "succeeded")
             await expect(item.get_by_role("link", name="Download")).to_be_visible()
             assert len(traffic.polls_of(task_id)) <= 1
         finally:

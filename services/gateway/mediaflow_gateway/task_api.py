@@ -175,7 +175,8 @@ async def me(identity: NamedDependency[Identity], resources: NamedDependency[Res
     async with resources.pool.acquire() as con, con.transaction():
         await credits.ensure_account(con, identity.user_id, resources.settings.signup_credits)
         balance = await credits.balance(con, identity.user_id)
-    return {"user": identity.user_json(), "credits": {"balance": balance}}
+    cost = resources.settings.task_cost_credits
+    return {"user": identity.user_json(), "credits": {"balance": balance, "task_cost": cost}}
 
 
 def _idempotency_key(request: Request[Any, Any, Any]) -> str | None:

@@ -34,7 +34,7 @@ async def test_me_grants_signup_credits_once(gateway: httpx.AsyncClient, sign_up
     second = await gateway.get("/v1/me", headers=user.cookie)
     assert first.status_code == 200
     assert first.json()["user"]["id"] == user.id
-    assert first.json()["credits"] == second.json()["credits"] == {"balance": 10}
+    assert first.json()["credits"] == second.json()["credits"] == {"balance": 10, "task_cost": 1}
 
 
 async def test_protected_routes_answer_401_with_the_reason(gateway: httpx.AsyncClient) -> None:
