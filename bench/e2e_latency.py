@@ -192,8 +192,6 @@ def main() -> int:
     args = parser.parse_args()
     with bench_world("e2e") as world:
         config = world.config
-        config.ingress_port = stack.free_port()
-        config.ports = {service: stack.free_port() for service in stack.SERVICES}
         config.extra_env.update({"SIGNUP_CREDITS": "100000", "TASK_SUBMITS_PER_MINUTE": "100000"})
         media.write_sample_mp4(world.origin_dir / "clip.mp4", MIB)
         try:

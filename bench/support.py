@@ -131,6 +131,9 @@ def bench_world(name: str) -> Iterator[Bench]:
         database=f"mediaflow_bench_{suffix}",
         amqp_namespace=f"bench-{suffix}",
         bucket=f"bench-{suffix}",
+        # Never make run's ports (auth's internal one included): a bench runs beside it.
+        ingress_port=stack.free_port(),
+        ports={service: stack.free_port() for service in stack.SERVICES},
         extra_env={"EGRESS_ALLOW_CIDRS": "127.0.0.1/32", "LOG_FORMAT": "json"},
     )
     s3_settings = S3Settings(

@@ -260,10 +260,8 @@ def service_env(config: StackConfig, service: str) -> dict[str, str]:
         "S3_BUCKET": config.bucket,
         "S3_ENDPOINT_URL": f"http://127.0.0.1:{S3_PORT}",
         "AUTH_INTERNAL_URL": f"http://127.0.0.1:{config.auth_internal_port}",
-        "AUTH_URL": config.service_url("auth"),
-        "GATEWAY_URL": config.service_url("gateway"),
-        "NOTIFIER_URL": config.service_url("notifier"),
-        "WORKER_URL": config.service_url("worker"),
+        # The services of this stack (a bench may run only some of them).
+        **{f"{name.upper()}_URL": config.service_url(name) for name in config.ports},
         "HOST": "127.0.0.1",
         "PORT": str(config.ports[service]),
     }
