@@ -550,7 +550,7 @@ def main() -> int:
     print(
         f"\nsession checks: {', '.join(f'{k} {v:.0f}' for k, v in sorted(checks.items()))}"
         f"\ntasks accepted {accepted}, jobs in the queue {queued}; median ratio {ratio:.2f} "
-        f"({target}): {'PASS' if passed else 'FAIL'}"
+        f"{target}: {'PASS' if passed else 'FAIL'}"
     )
     write_json(
         args.json,
