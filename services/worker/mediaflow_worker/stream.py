@@ -95,8 +95,9 @@ class _MultipartUpload:
             await self.journal.started(self.key, self.upload_id, content_type)
 
     async def upload_part(
-        self, number: int, data: Body, slots: asyncio.Semaphore, first: int, size: int
+        self, part: _BufferedPart | _PassedPart, slots: asyncio.Semaphore
     ) -> None:
+        number, data = part.number, part.body()
         # A streamed body's length cannot be read off it: the request announces it.
         length = {"ContentLength": data.length} if isinstance(data, StreamedBody) else {}
         try:
@@ -113,7 +114,8 @@ class _MultipartUpload:
             slots.release()
         self.parts[number] = completed_part(number, response)
         if self.journal is not None:
-            await self.journal.part_done(number, self.parts[number], first, first + size - 1)
+            last = part.first + part.size - 1
+            await self.journal.part_done(number, self.parts[number], part.first, last)
 
     async def complete(self, size: int, content_type: str, sha256: str | None) -> str:
         """Complete the upload and set its SHA-256 (read back from the store when None:
@@ -171,7 +173,9 @@ class _BufferedPart:
 
     passed_through = False
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, number: int, first: int, size: int) -> None:
+        self.number = number
+        self.first = first  # offset of its first byte in the object
         self.size = size
         self._buffer = _presized(size)
 
@@ -195,7 +199,9 @@ class _PassedPart:
 
     passed_through = True
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, number: int, first: int, size: int) -> None:
+        self.number = number
+        self.first = first
         self.size = size
         self.filled = 0
         self._queue: asyncio.Queue[memoryview] = asyncio.Queue(QUEUED_CHUNKS)
@@ -213,6 +219,9 @@ class _PassedPart:
 
     def body(self) -> Body:
         return StreamedBody(self._pieces(), self.size)
+
+
+_Part = _BufferedPart | _PassedPart
 
 
 def _presized(size: int) -> io.BytesIO:
@@ -271,157 +280,172 @@ async def stream_to_s3(
     :class:`Retry`, a lost lease, cancellation) leaves the upload for the next attempt;
     with ``continuation`` the upload recorded by an earlier attempt goes on, ``chunks``
     starting at its ``offset``."""
-    shown = 0
-
-    async def forward(done: int) -> None:
-        nonlocal shown
-        if done > shown:
-            shown = done
-            await on_progress(done)
-
+    progress = _MonotonicProgress(on_progress)
     while True:
+        upload = _MultipartUpload(
+            s3,
+            bucket,
+            key,
+            copy_threshold=copy_threshold,
+            copy_part_bytes=copy_part_bytes,
+            journal=journal,
+        )
+        streaming = _Streaming(
+            upload,
+            part_size=part_size,
+            parts_in_flight=parts_in_flight,
+            max_bytes=max_bytes,
+            on_progress=progress.report,
+            expected_size=expected_size,
+            continuation=continuation,
+        )
         try:
-            return await _stream_once(
-                chunks,
-                s3=s3,
-                bucket=bucket,
-                key=key,
-                part_size=part_size,
-                parts_in_flight=parts_in_flight,
-                max_bytes=max_bytes,
-                on_progress=forward,
-                expected_size=expected_size,
-                copy_threshold=copy_threshold,
-                copy_part_bytes=copy_part_bytes,
-                journal=journal,
-                continuation=continuation,
-            )
+            return await streaming.run(chunks)
         except _Restart as restart:
             log.info("stream.restarted", key=key, size=restart.size)
             expected_size, continuation = restart.size, None
 
 
-async def _stream_once(
-    chunks: AsyncIterator[bytes],
-    *,
-    s3: Any,
-    bucket: str,
-    key: str,
-    part_size: int,
-    parts_in_flight: int,
-    max_bytes: int,
-    on_progress: ProgressCallback,
-    expected_size: int | None,
-    copy_threshold: int,
-    copy_part_bytes: int,
-    journal: Journal | None,
-    continuation: Continuation | None,
-) -> StreamResult:
-    upload = _MultipartUpload(
-        s3,
-        bucket,
-        key,
-        copy_threshold=copy_threshold,
-        copy_part_bytes=copy_part_bytes,
-        journal=journal,
-    )
-    budget = min(expected_size, max_bytes) if expected_size is not None else max_bytes
-    slots = asyncio.Semaphore(parts_in_flight)
-    digest = hashlib.sha256()
-    head = b""
-    held: list[bytes] = []  # chunks read before the media type is known
-    size = 0
-    parts = 0
-    fed = 0  # bytes handed to parts
-    part: _BufferedPart | _PassedPart | None = None
-    if continuation is not None:
-        upload.continue_from(continuation)
-        size = fed = continuation.offset
-        parts = len(continuation.parts)
-    try:
+@dataclass
+class _MonotonicProgress:
+    """Passes progress on only when it grows: a restarted source counts from zero again."""
+
+    on_progress: ProgressCallback
+    shown: int = 0
+
+    async def report(self, done: int) -> None:
+        if done > self.shown:
+            self.shown = done
+            await self.on_progress(done)
+
+
+class _Streaming:
+    """One pass over the source into one multipart upload.
+
+    Part ``n`` covers the object's bytes from ``parts[n].first``; parts are numbered from 1
+    (or from after a continued upload's last part) in the order their bytes arrive."""
+
+    def __init__(
+        self,
+        upload: _MultipartUpload,
+        *,
+        part_size: int,
+        parts_in_flight: int,
+        max_bytes: int,
+        on_progress: ProgressCallback,
+        expected_size: int | None,
+        continuation: Continuation | None,
+    ) -> None:
+        self.upload = upload
+        self.part_size = part_size
+        self.max_bytes = max_bytes
+        self.on_progress = on_progress
+        self.expected_size = expected_size
+        self.continuation = continuation
+        self.budget = min(expected_size, max_bytes) if expected_size is not None else max_bytes
+        self.slots = asyncio.Semaphore(parts_in_flight)
+        self.digest = hashlib.sha256()
+        self.head = b""
+        self.held: list[bytes] = []  # chunks read before the media type is known
+        self.size = 0  # bytes read from the source (and those a continuation stored)
+        self.fed = 0  # bytes handed to parts
+        self.last_number = 0  # of the newest part
+        self.part: _Part | None = None  # the part being filled
+        self._uploads: asyncio.TaskGroup | None = None
+        if continuation is not None:
+            upload.continue_from(continuation)
+            self.size = self.fed = continuation.offset
+            self.last_number = len(continuation.parts)
+
+    async def run(self, chunks: AsyncIterator[bytes]) -> StreamResult:
+        upload = self.upload
         try:
-            async with asyncio.TaskGroup() as uploads:
+            try:
+                async with asyncio.TaskGroup() as self._uploads:
+                    await self._read(chunks)
+            except BaseExceptionGroup as errors:
+                # One job, one failure: the first is the cause, the others were cancelled by it.
+                raise errors.exceptions[0] from None
+            whole = self.continuation is None  # else the first bytes were hashed by another attempt
+            sha256 = self.digest.hexdigest() if whole else None
+            sha256 = await upload.complete(self.size, upload.content_type, sha256)
+        except BaseException as exc:
+            if upload.journal is not None and upload.upload_id is not None and _transient(exc):
+                log.info("stream.upload_kept", key=upload.key, parts=len(upload.parts))
+            else:
+                await asyncio.shield(upload.discard())
+            raise
+        return StreamResult(size=self.size, sha256=sha256, content_type=upload.content_type)
 
-                def send(sending: _BufferedPart | _PassedPart, first: int) -> None:
-                    uploads.create_task(
-                        upload.upload_part(parts, sending.body(), slots, first, sending.size)
-                    )
+    async def _read(self, chunks: AsyncIterator[bytes]) -> None:
+        async for chunk in chunks:
+            if isinstance(chunk, Restarted):
+                raise _Restart(chunk.size)
+            self.size += len(chunk)
+            if self.size > self.max_bytes:
+                raise TaskFailure(
+                    "too_large", f"The media is larger than the limit of {self.max_bytes} bytes."
+                )
+            self.digest.update(chunk)
+            if self.upload.upload_id is None:
+                self.head += chunk[: SNIFF_BYTES - len(self.head)]
+                self.held.append(chunk)
+                if len(self.head) >= SNIFF_BYTES:
+                    await self._begin()
+            else:
+                await self._feed(chunk)
+            await self.on_progress(self.size)
+        if self.upload.upload_id is None:
+            # A short source (fewer bytes than SNIFF_BYTES) is sniffed as it is.
+            await self._begin()
+        part = self.part
+        if part is not None:
+            if part.passed_through:
+                raise _source_broke_off("fewer")
+            # The last, partly filled part; a source smaller than one part is just this.
+            part.size = part.filled
+            self._send(part)
 
-                async def new_part() -> _BufferedPart | _PassedPart:
-                    nonlocal parts
-                    # Waiting for a free slot before taking more bytes is what bounds memory.
-                    await slots.acquire()
-                    if expected_size is not None and fed >= expected_size:
-                        raise _source_broke_off("more")
-                    target = next_part_size(part_size, budget, fed, parts)
-                    parts += 1
-                    if expected_size is None:
-                        return _BufferedPart(target)
-                    passed = _PassedPart(min(target, expected_size - fed))
-                    send(passed, fed)
-                    return passed
+    async def _begin(self) -> None:
+        """Start the upload as the sniffed type and pass on what was held."""
+        await self.upload.start(_media_type(self.head))
+        for early in self.held:
+            await self._feed(early)
+        self.held.clear()
 
-                async def feed(chunk: bytes) -> None:
-                    nonlocal part, fed
-                    view = memoryview(chunk)
-                    while view:
-                        if part is None:
-                            part = await new_part()
-                        taken = min(len(view), part.size - part.filled)
-                        await part.add(view[:taken])
-                        fed += taken
-                        view = view[taken:]
-                        if part.filled == part.size:
-                            if not part.passed_through:
-                                send(part, fed - part.size)
-                            part = None
+    async def _feed(self, chunk: bytes) -> None:
+        view = memoryview(chunk)
+        while view:
+            part = self.part if self.part is not None else await self._new_part()
+            taken = min(len(view), part.size - part.filled)
+            await part.add(view[:taken])
+            self.fed += taken
+            view = view[taken:]
+            if part.filled == part.size:
+                if not part.passed_through:
+                    self._send(part)
+                self.part = None
 
-                async def begin() -> None:
-                    """Start the upload as the sniffed type and pass on what was held."""
-                    await upload.start(_media_type(head))
-                    for early in held:
-                        await feed(early)
-                    held.clear()
-
-                async for chunk in chunks:
-                    if isinstance(chunk, Restarted):
-                        raise _Restart(chunk.size)
-                    size += len(chunk)
-                    if size > max_bytes:
-                        raise TaskFailure(
-                            "too_large", f"The media is larger than the limit of {max_bytes} bytes."
-                        )
-                    digest.update(chunk)
-                    if upload.upload_id is None:
-                        head += chunk[: SNIFF_BYTES - len(head)]
-                        held.append(chunk)
-                        if len(head) >= SNIFF_BYTES:
-                            await begin()
-                    else:
-                        await feed(chunk)
-                    await on_progress(size)
-                if upload.upload_id is None:
-                    # A short source (fewer bytes than SNIFF_BYTES) is sniffed as it is.
-                    await begin()
-                if part is not None:
-                    if part.passed_through:
-                        raise _source_broke_off("fewer")
-                    # The last, partly filled part; a source smaller than one part is just this.
-                    part.size = part.filled
-                    send(part, fed - part.filled)
-        except BaseExceptionGroup as errors:
-            # One job, one failure: the first is the cause, the others were cancelled by it.
-            raise errors.exceptions[0] from None
-        content_type = upload.content_type
-        whole = continuation is None  # else the first bytes were hashed by another attempt
-        sha256 = await upload.complete(size, content_type, digest.hexdigest() if whole else None)
-    except BaseException as exc:
-        if journal is not None and upload.upload_id is not None and _transient(exc):
-            log.info("stream.upload_kept", key=key, parts=len(upload.parts))
+    async def _new_part(self) -> _Part:
+        # Waiting for a free slot before taking more bytes is what bounds memory.
+        await self.slots.acquire()
+        expected = self.expected_size
+        if expected is not None and self.fed >= expected:
+            raise _source_broke_off("more")
+        target = next_part_size(self.part_size, self.budget, self.fed, self.last_number)
+        self.last_number += 1
+        part: _Part
+        if expected is None:
+            part = _BufferedPart(self.last_number, self.fed, target)
         else:
-            await asyncio.shield(upload.discard())
-        raise
-    return StreamResult(size=size, sha256=sha256, content_type=content_type)
+            part = _PassedPart(self.last_number, self.fed, min(target, expected - self.fed))
+            self._send(part)  # its request starts now and takes the bytes as they come
+        self.part = part
+        return part
+
+    def _send(self, part: _Part) -> None:
+        assert self._uploads is not None
+        self._uploads.create_task(self.upload.upload_part(part, self.slots))
 
 
 def _transient(exc: BaseException) -> bool:
