@@ -28,7 +28,12 @@ import aio_pika
 import aiohttp
 import asyncpg
 import structlog
-from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractIncomingMessage,
+    AbstractRobustConnection,
+    FieldValue,
+)
 from google.protobuf.message import DecodeError
 from opentelemetry import trace
 
@@ -142,7 +147,7 @@ class Delivery:
     body: bytes
     headers: dict[str, str]  # the trace context
 
-    def message_headers(self, **extra: str | int) -> dict[str, str | int]:
+    def message_headers(self, **extra: str | int) -> dict[str, FieldValue]:
         return {"message_type": JOB_MESSAGE_TYPE, **self.headers, **extra}
 
 
@@ -341,8 +346,10 @@ async def process_job(delivery: Delivery, resources: Resources) -> Outcome:
                     **await _kept_progress(con, task_id),
                 )
             elif isinstance(claimed, Exhausted):
-                failure = TaskFailure("internal", "The task was interrupted too often to finish.")
-                await _record_failure(con, delivery, resources, failure, claimed.attempt)
+                interrupted = TaskFailure(
+                    "internal", "The task was interrupted too often to finish."
+                )
+                await _record_failure(con, delivery, resources, interrupted, claimed.attempt)
     if claimed is None:
         log.info("job.skipped", reason="task ended or missing")
         return "skipped"
@@ -533,7 +540,7 @@ async def _copy_cached(resources: Resources, cached: cache.CachedResult, key: st
 # --- resume across attempts (mediaflow_worker.journal) ------------------------------------
 
 
-async def _kept_progress(con: asyncpg.Connection, task_id: str) -> dict[str, Any]:
+async def _kept_progress(con: db.Connection, task_id: str) -> dict[str, Any]:
     """A new attempt's progress: where the recorded upload stands (bytes_done never goes
     back on a transfer that goes on), else unknown (API.md: null until the size is known)."""
     kept = await journal.kept_bytes(con, task_id)
@@ -649,9 +656,11 @@ async def _succeed(
             "SELECT status, lease_owner, object_key FROM media.tasks WHERE id = $1 FOR UPDATE",
             task_id,
         )
-        if row["status"] == tasks.SUCCEEDED and row["object_key"] == key:
+        if row is not None and row["status"] == tasks.SUCCEEDED and row["object_key"] == key:
             return "succeeded"  # an earlier try of this very write committed
-        if row["lease_owner"] != claimed.token:
+        if row is None:
+            outcome = "skipped"  # the task is gone: its object belongs to nobody
+        elif row["lease_owner"] != claimed.token:
             outcome = "superseded"
         elif await tasks.transition(
             con,
@@ -796,11 +805,14 @@ async def reap_stale_tasks(resources: Resources) -> int:
         # Failing a task takes its user's event lock (migration 0006): users in one order, so
         # two reapers running at once cannot each hold a lock the other waits for.
         for row in sorted(rows, key=lambda row: row["user_id"]):
+            options = tasks.job_options(row["options"])
             job = Job(
                 task_id=str(row["id"]),
                 user_id=str(row["user_id"]),
                 source_url=row["source_url"],
-                **tasks.job_options(row["options"]),
+                quality=options["quality"],
+                mode=options["mode"],
+                audio_format=options["audio_format"],
             )
             delivery = Delivery(job, job.SerializeToString(), {})
             if row["attempt"] >= settings.retry_max_attempts:
