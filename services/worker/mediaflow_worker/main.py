@@ -30,11 +30,13 @@ from mediaflow_libs.web import ReadinessCheck, operator_app, serve_in_loop
 from mediaflow_worker import memory
 from mediaflow_worker.fetch import open_http
 from mediaflow_worker.media.mux import media_tools
-from mediaflow_worker.processor import Resources, handle_delivery, reap_stale_tasks
+from mediaflow_worker.reaper import reap_stale_tasks
 from mediaflow_worker.resolve import Resolvers
+from mediaflow_worker.resources import Resources
 from mediaflow_worker.retention import BATCH as SWEEP_BATCH
 from mediaflow_worker.retention import sweep_stored_files
 from mediaflow_worker.settings import WorkerSettings
+from mediaflow_worker.settlement import handle_delivery
 from mediaflow_worker.sweep import sweep_orphan_uploads
 
 log = structlog.get_logger(__name__)
@@ -56,7 +58,7 @@ def readiness_checks(resources: Resources) -> list[ReadinessCheck]:
 
 
 class JobConsumer:
-    """Hands deliveries to the processor, each in a task of its own, and drains them on stop.
+    """Hands deliveries to settlement, each in a task of its own, and drains them on stop.
 
     The jobs run outside aio-pika's delivery tasks so that a broker reconnect does not
     cancel a half-done transfer; the semaphore keeps the prefetch bound even when a
