@@ -17,31 +17,26 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import io
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
 
-from mediaflow_libs.s3 import MAX_COPY_BYTES, StreamedBody, completed_part, copy_object
+from mediaflow_libs.s3 import MAX_COPY_BYTES
 from mediaflow_libs.settings import MIB
 from mediaflow_worker.errors import Retry, TaskFailure
-from mediaflow_worker.journal import Continuation, Journal, stored_sha256
+from mediaflow_worker.journal import Continuation, Journal
 from mediaflow_worker.lease import LeaseLost
+from mediaflow_worker.multipart import BufferedPart, MultipartUpload, Part, PassedPart
 from mediaflow_worker.resume import Restarted
 from mediaflow_worker.sniff import SNIFF_BYTES, sniff_media_type
-from mediaflow_worker.storage import storage_call
 
 log = structlog.get_logger(__name__)
 
 MAX_PARTS = 10_000  # S3's limit on parts per multipart upload
-# Chunks queued for a passed-through part: enough to keep its request busy while the source
-# is read, few enough to stay small (fetch reads chunks of 256 KiB).
-QUEUED_CHUNKS = 2
 
 ProgressCallback = Callable[[int], Awaitable[None]]
-Body = io.BytesIO | StreamedBody
 
 
 @dataclass(frozen=True)
@@ -59,180 +54,6 @@ def next_part_size(base: int, budget: int, offset: int, parts_done: int) -> int:
         raise TaskFailure("too_large", f"The media needs more than {MAX_PARTS} upload parts.")
     needed = -(-(budget - offset) // parts_left)  # ceiling division
     return max(base, -(-needed // MIB) * MIB)
-
-
-@dataclass
-class _MultipartUpload:
-    """One object's multipart upload; created once the first bytes are known to be media, so
-    a source refused for not being media never touches storage."""
-
-    s3: Any
-    bucket: str
-    key: str
-    upload_id: str | None = None
-    copy_threshold: int = MAX_COPY_BYTES
-    copy_part_bytes: int = MAX_COPY_BYTES
-    content_type: str = ""
-    completed: bool = False
-    parts: dict[int, dict[str, Any]] = field(default_factory=dict)
-    journal: Journal | None = None
-
-    def continue_from(self, continuation: Continuation) -> None:
-        self.upload_id = continuation.upload_id
-        self.content_type = continuation.content_type
-        self.parts = dict(continuation.parts)
-
-    async def start(self, content_type: str) -> None:
-        self.content_type = content_type
-        response = await storage_call(
-            self.s3.create_multipart_upload,
-            Bucket=self.bucket,
-            Key=self.key,
-            ContentType=content_type,
-        )
-        self.upload_id = response["UploadId"]
-        if self.journal is not None:
-            await self.journal.started(self.key, self.upload_id, content_type)
-
-    async def upload_part(
-        self, part: _BufferedPart | _PassedPart, slots: asyncio.Semaphore
-    ) -> None:
-        number, data = part.number, part.body()
-        # A streamed body's length cannot be read off it: the request announces it.
-        length = {"ContentLength": data.length} if isinstance(data, StreamedBody) else {}
-        try:
-            response = await storage_call(
-                self.s3.upload_part,
-                Bucket=self.bucket,
-                Key=self.key,
-                UploadId=self.upload_id,
-                PartNumber=number,
-                Body=data,
-                **length,
-            )
-        finally:
-            slots.release()
-        self.parts[number] = completed_part(number, response)
-        if self.journal is not None:
-            last = part.first + part.size - 1
-            await self.journal.part_done(number, self.parts[number], part.first, last)
-
-    async def complete(self, size: int, content_type: str, sha256: str | None) -> str:
-        """Complete the upload and set its SHA-256 (read back from the store when None:
-        the bytes of a continued upload were not all hashed here); returns it."""
-        parts = [self.parts[n] for n in sorted(self.parts)]
-        await storage_call(
-            self.s3.complete_multipart_upload,
-            Bucket=self.bucket,
-            Key=self.key,
-            UploadId=self.upload_id,
-            MultipartUpload={"Parts": parts},
-        )
-        self.completed = True
-        if sha256 is None:
-            sha256 = await stored_sha256(self.s3, self.bucket, self.key)
-        # The hash is known only now; a self-copy that replaces the metadata is the one way
-        # S3 offers to set it afterwards (server-side: no data passes through the worker).
-        await storage_call(
-            copy_object,
-            client=self.s3,
-            bucket=self.bucket,
-            source=self.key,
-            target=self.key,
-            size=size,
-            threshold=self.copy_threshold,
-            part_bytes=self.copy_part_bytes,
-            content_type=content_type,
-            metadata={"sha256": sha256},
-        )
-        if self.journal is not None:
-            await self.journal.finished()
-        return sha256
-
-    async def discard(self) -> None:
-        """Abort the upload, or delete the object once complete; never raises, so the
-        failure that brought us here is the one reported."""
-        if self.journal is not None:
-            await self.journal.finished()
-        try:
-            if self.completed:
-                await self.s3.delete_object(Bucket=self.bucket, Key=self.key)
-            elif self.upload_id is not None:
-                await self.s3.abort_multipart_upload(
-                    Bucket=self.bucket, Key=self.key, UploadId=self.upload_id
-                )
-        except Exception as exc:
-            log.warning(
-                "stream.discard_failed", key=self.key, upload_id=self.upload_id, error=repr(exc)
-            )
-
-
-class _BufferedPart:
-    """A part of a source of unknown length: kept until full (or the source ends), then sent
-    from memory, and tried again by the store client when the store is busy."""
-
-    passed_through = False
-
-    def __init__(self, number: int, first: int, size: int) -> None:
-        self.number = number
-        self.first = first  # offset of its first byte in the object
-        self.size = size
-        self._buffer = _presized(size)
-
-    @property
-    def filled(self) -> int:
-        return self._buffer.tell()
-
-    async def add(self, view: memoryview) -> None:
-        self._buffer.write(view)
-
-    def body(self) -> Body:
-        # A file object, not bytes: sent piecewise as the socket drains, never copied whole.
-        self._buffer.truncate()
-        self._buffer.seek(0)
-        return self._buffer
-
-
-class _PassedPart:
-    """A part of a source of known length: its request carries its length from the start
-    and sends the source's chunks as they are added (a few queued at most)."""
-
-    passed_through = True
-
-    def __init__(self, number: int, first: int, size: int) -> None:
-        self.number = number
-        self.first = first
-        self.size = size
-        self.filled = 0
-        self._queue: asyncio.Queue[memoryview] = asyncio.Queue(QUEUED_CHUNKS)
-
-    async def add(self, view: memoryview) -> None:
-        await self._queue.put(view)
-        self.filled += len(view)
-
-    async def _pieces(self) -> AsyncIterator[memoryview]:
-        sent = 0
-        while sent < self.size:
-            piece = await self._queue.get()
-            sent += len(piece)
-            yield piece
-
-    def body(self) -> Body:
-        return StreamedBody(self._pieces(), self.size)
-
-
-_Part = _BufferedPart | _PassedPart
-
-
-def _presized(size: int) -> io.BytesIO:
-    """A buffer with ``size`` bytes allocated at once: growing it chunk by chunk reallocates
-    it dozens of times per part and fragments the heap (about 15 MiB more peak RSS in
-    ``bench/worker_rss.py``)."""
-    buffer = io.BytesIO()
-    buffer.seek(size - 1)
-    buffer.write(b"\0")
-    buffer.seek(0)
-    return buffer
 
 
 def _media_type(head: bytes) -> str:
@@ -282,7 +103,7 @@ async def stream_to_s3(
     starting at its ``offset``."""
     progress = _MonotonicProgress(on_progress)
     while True:
-        upload = _MultipartUpload(
+        upload = MultipartUpload(
             s3,
             bucket,
             key,
@@ -327,7 +148,7 @@ class _Streaming:
 
     def __init__(
         self,
-        upload: _MultipartUpload,
+        upload: MultipartUpload,
         *,
         part_size: int,
         parts_in_flight: int,
@@ -350,7 +171,7 @@ class _Streaming:
         self.size = 0  # bytes read from the source (and those a continuation stored)
         self.fed = 0  # bytes handed to parts
         self.last_number = 0  # of the newest part
-        self.part: _Part | None = None  # the part being filled
+        self.part: Part | None = None  # the part being filled
         self._uploads: asyncio.TaskGroup | None = None
         if continuation is not None:
             upload.continue_from(continuation)
@@ -426,7 +247,7 @@ class _Streaming:
                     self._send(part)
                 self.part = None
 
-    async def _new_part(self) -> _Part:
+    async def _new_part(self) -> Part:
         # Waiting for a free slot before taking more bytes is what bounds memory.
         await self.slots.acquire()
         expected = self.expected_size
@@ -434,16 +255,16 @@ class _Streaming:
             raise _source_broke_off("more")
         target = next_part_size(self.part_size, self.budget, self.fed, self.last_number)
         self.last_number += 1
-        part: _Part
+        part: Part
         if expected is None:
-            part = _BufferedPart(self.last_number, self.fed, target)
+            part = BufferedPart(self.last_number, self.fed, target)
         else:
-            part = _PassedPart(self.last_number, self.fed, min(target, expected - self.fed))
+            part = PassedPart(self.last_number, self.fed, min(target, expected - self.fed))
             self._send(part)  # its request starts now and takes the bytes as they come
         self.part = part
         return part
 
-    def _send(self, part: _Part) -> None:
+    def _send(self, part: Part) -> None:
         assert self._uploads is not None
         self._uploads.create_task(self.upload.upload_part(part, self.slots))
 

@@ -29,7 +29,7 @@ from mediaflow_libs import credits, outbox, tasks
 from mediaflow_libs.amqp import Topology
 from mediaflow_libs.contracts import Job
 from mediaflow_libs.telemetry import inject_trace_context
-from mediaflow_worker import job_run, outcome, stream
+from mediaflow_worker import job_run, multipart, outcome
 from mediaflow_worker.settings import WorkerSettings
 from services.worker.tests.support import (
     MIB,
@@ -175,7 +175,7 @@ async def test_a_storage_hiccup_is_retried(
 ) -> None:
     """The store answers SlowDown to the first upload: classified transient (the pipeline's
     classification itself is covered in test_stream), retried, stored on attempt 2."""
-    real = stream.storage_call
+    real = multipart.storage_call
     slowed = []
 
     async def slow_down_once(method: Any, **kwargs: Any) -> Any:
@@ -190,7 +190,7 @@ async def test_a_storage_hiccup_is_retried(
             return await real(refuse, **kwargs)
         return await real(method, **kwargs)
 
-    monkeypatch.setattr(stream, "storage_call", slow_down_once)
+    monkeypatch.setattr(multipart, "storage_call", slow_down_once)
     task = await submit(origin.file(make_mp4(100_000)))
     row = await finished(db_pool, task.task_id)
     assert (row["status"], row["attempt"]) == ("succeeded", 2)
