@@ -17,6 +17,7 @@ from yarl import URL
 from mediaflow_libs import db
 from mediaflow_libs.s3 import copy_object
 from mediaflow_worker.media.pipeline import Described
+from mediaflow_worker.media.plan import Options
 from mediaflow_worker.storage import storage_call
 from mediaflow_worker.stream import StreamResult
 
@@ -36,6 +37,11 @@ def source_key(url: str) -> str:
     parsed = URL(url)
     # yarl lower-cases scheme and host and drops a default port on its own.
     return str(parsed.with_fragment(None))
+
+
+def result_key(source_url: str, options: Options) -> str:
+    """The entry for a source fetched with ``options``: other options make another file."""
+    return source_key(source_url) + options.cache_suffix()
 
 
 async def lookup(con: db.Connection, key: str, ttl_seconds: float) -> CachedResult | None:

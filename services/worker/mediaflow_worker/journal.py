@@ -25,6 +25,8 @@ import asyncpg
 import structlog
 from botocore.exceptions import ClientError
 
+from mediaflow_libs import db
+
 log = structlog.get_logger(__name__)
 
 READ_BACK_BYTES = 1024 * 1024
@@ -44,7 +46,7 @@ class Continuation:
     offset: int = 0  # bytes stored in parts 1..len(parts)
 
 
-async def kept_bytes(con: asyncpg.Connection, task_id: str) -> tuple[int, int] | None:
+async def kept_bytes(con: db.Connection, task_id: str) -> tuple[int, int] | None:
     """(bytes in recorded parts from the first on, size) of the task's recorded upload."""
     row = await con.fetchrow(
         """SELECT u.size, coalesce(max(p.last_byte) + 1, 0) AS kept

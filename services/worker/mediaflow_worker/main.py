@@ -17,7 +17,6 @@ import sys
 from contextlib import AsyncExitStack
 
 import structlog
-from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 from pydantic import ValidationError
 
 from mediaflow_libs.amqp import Topology, declare_topology, open_connection
@@ -28,10 +27,12 @@ from mediaflow_libs.s3 import ensure_bucket, open_s3
 from mediaflow_libs.telemetry import configure_tracing
 from mediaflow_libs.web import ReadinessCheck, operator_app, serve_in_loop
 from mediaflow_worker import memory
+from mediaflow_worker.consumer import JobConsumer
 from mediaflow_worker.fetch import open_http
 from mediaflow_worker.media.mux import media_tools
-from mediaflow_worker.processor import Resources, handle_delivery, reap_stale_tasks
+from mediaflow_worker.reaper import reap_stale_tasks
 from mediaflow_worker.resolve import Resolvers
+from mediaflow_worker.resources import Resources
 from mediaflow_worker.retention import BATCH as SWEEP_BATCH
 from mediaflow_worker.retention import sweep_stored_files
 from mediaflow_worker.settings import WorkerSettings
@@ -40,105 +41,28 @@ from mediaflow_worker.sweep import sweep_orphan_uploads
 log = structlog.get_logger(__name__)
 
 
-def readiness_checks(resources: Resources) -> list[ReadinessCheck]:
-    async def database() -> None:
-        async with resources.pool.acquire(timeout=2) as con:
-            await con.fetchval("SELECT 1")
-
-    async def broker() -> None:
-        if resources.amqp.is_closed:
-            raise ConnectionError("the RabbitMQ connection is closed")
-
-    async def storage() -> None:
-        await resources.s3.head_bucket(Bucket=resources.settings.s3_bucket)
-
-    return [database, broker, storage]
+def main() -> None:
+    memory.tune_allocator()  # first: before any thread or large allocation exists
+    try:
+        settings = WorkerSettings()
+    except ValidationError as exc:
+        sys.stderr.write(f"mediaflow-worker: invalid configuration\n{exc}\n")
+        sys.exit(2)
+    configure_logging("worker", settings.log_level, settings.log_format)
+    configure_tracing("worker")
+    asyncio.run(_serve_until_signalled(settings))
 
 
-class JobConsumer:
-    """Hands deliveries to the processor, each in a task of its own, and drains them on stop.
-
-    The jobs run outside aio-pika's delivery tasks so that a broker reconnect does not
-    cancel a half-done transfer; the semaphore keeps the prefetch bound even when a
-    reconnected channel delivers again while old jobs still run.
-    """
-
-    def __init__(self, resources: Resources, channel: AbstractChannel) -> None:
-        self._resources = resources
-        self._channel = channel
-        self._slots = asyncio.Semaphore(resources.settings.worker_prefetch)
-        self._jobs: set[asyncio.Task[None]] = set()
-        self._queue: AbstractQueue | None = None
-        self._tag: str | None = None
-        self._stopping = False
-
-    async def start(self) -> None:
-        self._queue = await self._channel.get_queue(self._resources.topology.jobs_queue)
-        self._tag = await self._queue.consume(self._on_message)
-
-    async def _on_message(self, message: AbstractIncomingMessage) -> None:
-        if self._stopping:
-            # Delivered just before the cancel took effect: hand it back to another worker now
-            # rather than when our channel closes.
-            await message.nack(requeue=True)
-            return
-        job = asyncio.create_task(self._run(message))
-        self._jobs.add(job)
-        job.add_done_callback(self._jobs.discard)
-
-    async def _run(self, message: AbstractIncomingMessage) -> None:
-        async with self._slots:
-            await handle_delivery(message, self._resources)
-
-    async def stop(self, grace_seconds: float) -> None:
-        self._stopping = True
-        if self._queue is not None and self._tag is not None:
-            await self._queue.cancel(self._tag)
-        if not self._jobs:
-            return
-        log.info("worker.draining", jobs=len(self._jobs), grace_seconds=grace_seconds)
-        _, unfinished = await asyncio.wait(set(self._jobs), timeout=grace_seconds)
-        for job in unfinished:
-            job.cancel()  # the upload is aborted; the unacked delivery goes back to the queue
-        if unfinished:
-            log.warning("worker.jobs_cancelled", jobs=len(unfinished))
-            await asyncio.wait(unfinished)
+if __name__ == "__main__":
+    main()
 
 
-async def _cancel(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
-
-
-async def _reap_forever(resources: Resources) -> None:
-    interval = resources.settings.reaper_interval_seconds
-    # The first pass comes at a random point of the first interval: replicas that start
-    # together spread out, and a worker that lives shorter than the interval (a crash loop,
-    # a quick scale-down) still takes its turn instead of never reaping at all.
-    delay = random.uniform(0, interval)
-    while True:
-        await asyncio.sleep(delay)
-        delay = interval
-        try:
-            await reap_stale_tasks(resources)
-        except Exception as exc:
-            log.warning("worker.reaper_failed", error=repr(exc))
-        try:
-            settings = resources.settings
-            # A full batch may mean more are due.
-            while (
-                await sweep_stored_files(resources.pool, resources.s3, settings.s3_bucket)
-                == SWEEP_BATCH
-            ):
-                pass
-        except Exception as exc:
-            log.warning("worker.sweep_failed", error=repr(exc))
-        try:
-            await sweep_orphan_uploads(
-                resources.pool, resources.s3, settings.s3_bucket, settings.orphan_upload_seconds
-            )
-        except Exception as exc:
-            log.warning("worker.upload_sweep_failed", error=repr(exc))
+async def _serve_until_signalled(settings: WorkerSettings) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await run(settings, stop)
 
 
 async def run(
@@ -187,25 +111,52 @@ async def run(
     log.info("worker.stopped")
 
 
-async def _serve_until_signalled(settings: WorkerSettings) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    await run(settings, stop)
+def readiness_checks(resources: Resources) -> list[ReadinessCheck]:
+    async def database() -> None:
+        async with resources.pool.acquire(timeout=2) as con:
+            await con.fetchval("SELECT 1")
+
+    async def broker() -> None:
+        if resources.amqp.is_closed:
+            raise ConnectionError("the RabbitMQ connection is closed")
+
+    async def storage() -> None:
+        await resources.s3.head_bucket(Bucket=resources.settings.s3_bucket)
+
+    return [database, broker, storage]
 
 
-def main() -> None:
-    memory.tune_allocator()  # first: before any thread or large allocation exists
-    try:
-        settings = WorkerSettings()
-    except ValidationError as exc:
-        sys.stderr.write(f"mediaflow-worker: invalid configuration\n{exc}\n")
-        sys.exit(2)
-    configure_logging("worker", settings.log_level, settings.log_format)
-    configure_tracing("worker")
-    asyncio.run(_serve_until_signalled(settings))
+async def _reap_forever(resources: Resources) -> None:
+    settings = resources.settings
+    interval = settings.reaper_interval_seconds
+    # The first pass comes at a random point of the first interval: replicas that start
+    # together spread out, and a worker that lives shorter than the interval (a crash loop,
+    # a quick scale-down) still takes its turn instead of never reaping at all.
+    delay = random.uniform(0, interval)
+    while True:
+        await asyncio.sleep(delay)
+        delay = interval
+        try:
+            await reap_stale_tasks(resources)
+        except Exception as exc:
+            log.warning("worker.reaper_failed", error=repr(exc))
+        try:
+            # A full batch may mean more are due.
+            while (
+                await sweep_stored_files(resources.pool, resources.s3, settings.s3_bucket)
+                == SWEEP_BATCH
+            ):
+                pass
+        except Exception as exc:
+            log.warning("worker.sweep_failed", error=repr(exc))
+        try:
+            await sweep_orphan_uploads(
+                resources.pool, resources.s3, settings.s3_bucket, settings.orphan_upload_seconds
+            )
+        except Exception as exc:
+            log.warning("worker.upload_sweep_failed", error=repr(exc))
 
 
-if __name__ == "__main__":
-    main()
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)

@@ -17,31 +17,26 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import io
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
 
-from mediaflow_libs.s3 import MAX_COPY_BYTES, StreamedBody, completed_part, copy_object
+from mediaflow_libs.s3 import MAX_COPY_BYTES
 from mediaflow_libs.settings import MIB
 from mediaflow_worker.errors import Retry, TaskFailure
-from mediaflow_worker.journal import Continuation, Journal, stored_sha256
+from mediaflow_worker.journal import Continuation, Journal
 from mediaflow_worker.lease import LeaseLost
+from mediaflow_worker.multipart import BufferedPart, MultipartUpload, Part, PassedPart
 from mediaflow_worker.resume import Restarted
 from mediaflow_worker.sniff import SNIFF_BYTES, sniff_media_type
-from mediaflow_worker.storage import storage_call
 
 log = structlog.get_logger(__name__)
 
 MAX_PARTS = 10_000  # S3's limit on parts per multipart upload
-# Chunks queued for a passed-through part: enough to keep its request busy while the source
-# is read, few enough to stay small (fetch reads chunks of 256 KiB).
-QUEUED_CHUNKS = 2
 
 ProgressCallback = Callable[[int], Awaitable[None]]
-Body = io.BytesIO | StreamedBody
 
 
 @dataclass(frozen=True)
@@ -59,171 +54,6 @@ def next_part_size(base: int, budget: int, offset: int, parts_done: int) -> int:
         raise TaskFailure("too_large", f"The media needs more than {MAX_PARTS} upload parts.")
     needed = -(-(budget - offset) // parts_left)  # ceiling division
     return max(base, -(-needed // MIB) * MIB)
-
-
-@dataclass
-class _MultipartUpload:
-    """One object's multipart upload; created once the first bytes are known to be media, so
-    a source refused for not being media never touches storage."""
-
-    s3: Any
-    bucket: str
-    key: str
-    upload_id: str | None = None
-    copy_threshold: int = MAX_COPY_BYTES
-    copy_part_bytes: int = MAX_COPY_BYTES
-    content_type: str = ""
-    completed: bool = False
-    parts: dict[int, dict[str, Any]] = field(default_factory=dict)
-    journal: Journal | None = None
-
-    def continue_from(self, continuation: Continuation) -> None:
-        self.upload_id = continuation.upload_id
-        self.content_type = continuation.content_type
-        self.parts = dict(continuation.parts)
-
-    async def start(self, content_type: str) -> None:
-        self.content_type = content_type
-        response = await storage_call(
-            self.s3.create_multipart_upload,
-            Bucket=self.bucket,
-            Key=self.key,
-            ContentType=content_type,
-        )
-        self.upload_id = response["UploadId"]
-        if self.journal is not None:
-            await self.journal.started(self.key, self.upload_id, content_type)
-
-    async def upload_part(
-        self, number: int, data: Body, slots: asyncio.Semaphore, first: int, size: int
-    ) -> None:
-        # A streamed body's length cannot be read off it: the request announces it.
-        length = {"ContentLength": data.length} if isinstance(data, StreamedBody) else {}
-        try:
-            response = await storage_call(
-                self.s3.upload_part,
-                Bucket=self.bucket,
-                Key=self.key,
-                UploadId=self.upload_id,
-                PartNumber=number,
-                Body=data,
-                **length,
-            )
-        finally:
-            slots.release()
-        self.parts[number] = completed_part(number, response)
-        if self.journal is not None:
-            await self.journal.part_done(number, self.parts[number], first, first + size - 1)
-
-    async def complete(self, size: int, content_type: str, sha256: str | None) -> str:
-        """Complete the upload and set its SHA-256 (read back from the store when None:
-        the bytes of a continued upload were not all hashed here); returns it."""
-        parts = [self.parts[n] for n in sorted(self.parts)]
-        await storage_call(
-            self.s3.complete_multipart_upload,
-            Bucket=self.bucket,
-            Key=self.key,
-            UploadId=self.upload_id,
-            MultipartUpload={"Parts": parts},
-        )
-        self.completed = True
-        if sha256 is None:
-            sha256 = await stored_sha256(self.s3, self.bucket, self.key)
-        # The hash is known only now; a self-copy that replaces the metadata is the one way
-        # S3 offers to set it afterwards (server-side: no data passes through the worker).
-        await storage_call(
-            copy_object,
-            client=self.s3,
-            bucket=self.bucket,
-            source=self.key,
-            target=self.key,
-            size=size,
-            threshold=self.copy_threshold,
-            part_bytes=self.copy_part_bytes,
-            content_type=content_type,
-            metadata={"sha256": sha256},
-        )
-        if self.journal is not None:
-            await self.journal.finished()
-        return sha256
-
-    async def discard(self) -> None:
-        """Abort the upload, or delete the object once complete; never raises, so the
-        failure that brought us here is the one reported."""
-        if self.journal is not None:
-            await self.journal.finished()
-        try:
-            if self.completed:
-                await self.s3.delete_object(Bucket=self.bucket, Key=self.key)
-            elif self.upload_id is not None:
-                await self.s3.abort_multipart_upload(
-                    Bucket=self.bucket, Key=self.key, UploadId=self.upload_id
-                )
-        except Exception as exc:
-            log.warning(
-                "stream.discard_failed", key=self.key, upload_id=self.upload_id, error=repr(exc)
-            )
-
-
-class _BufferedPart:
-    """A part of a source of unknown length: kept until full (or the source ends), then sent
-    from memory, and tried again by the store client when the store is busy."""
-
-    passed_through = False
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._buffer = _presized(size)
-
-    @property
-    def filled(self) -> int:
-        return self._buffer.tell()
-
-    async def add(self, view: memoryview) -> None:
-        self._buffer.write(view)
-
-    def body(self) -> Body:
-        # A file object, not bytes: sent piecewise as the socket drains, never copied whole.
-        self._buffer.truncate()
-        self._buffer.seek(0)
-        return self._buffer
-
-
-class _PassedPart:
-    """A part of a source of known length: its request carries its length from the start
-    and sends the source's chunks as they are added (a few queued at most)."""
-
-    passed_through = True
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self.filled = 0
-        self._queue: asyncio.Queue[memoryview] = asyncio.Queue(QUEUED_CHUNKS)
-
-    async def add(self, view: memoryview) -> None:
-        await self._queue.put(view)
-        self.filled += len(view)
-
-    async def _pieces(self) -> AsyncIterator[memoryview]:
-        sent = 0
-        while sent < self.size:
-            piece = await self._queue.get()
-            sent += len(piece)
-            yield piece
-
-    def body(self) -> Body:
-        return StreamedBody(self._pieces(), self.size)
-
-
-def _presized(size: int) -> io.BytesIO:
-    """A buffer with ``size`` bytes allocated at once: growing it chunk by chunk reallocates
-    it dozens of times per part and fragments the heap (about 15 MiB more peak RSS in
-    ``bench/worker_rss.py``)."""
-    buffer = io.BytesIO()
-    buffer.seek(size - 1)
-    buffer.write(b"\0")
-    buffer.seek(0)
-    return buffer
 
 
 def _media_type(head: bytes) -> str:
@@ -271,157 +101,172 @@ async def stream_to_s3(
     :class:`Retry`, a lost lease, cancellation) leaves the upload for the next attempt;
     with ``continuation`` the upload recorded by an earlier attempt goes on, ``chunks``
     starting at its ``offset``."""
-    shown = 0
-
-    async def forward(done: int) -> None:
-        nonlocal shown
-        if done > shown:
-            shown = done
-            await on_progress(done)
-
+    progress = _MonotonicProgress(on_progress)
     while True:
+        upload = MultipartUpload(
+            s3,
+            bucket,
+            key,
+            copy_threshold=copy_threshold,
+            copy_part_bytes=copy_part_bytes,
+            journal=journal,
+        )
+        streaming = _Streaming(
+            upload,
+            part_size=part_size,
+            parts_in_flight=parts_in_flight,
+            max_bytes=max_bytes,
+            on_progress=progress.report,
+            expected_size=expected_size,
+            continuation=continuation,
+        )
         try:
-            return await _stream_once(
-                chunks,
-                s3=s3,
-                bucket=bucket,
-                key=key,
-                part_size=part_size,
-                parts_in_flight=parts_in_flight,
-                max_bytes=max_bytes,
-                on_progress=forward,
-                expected_size=expected_size,
-                copy_threshold=copy_threshold,
-                copy_part_bytes=copy_part_bytes,
-                journal=journal,
-                continuation=continuation,
-            )
+            return await streaming.run(chunks)
         except _Restart as restart:
             log.info("stream.restarted", key=key, size=restart.size)
             expected_size, continuation = restart.size, None
 
 
-async def _stream_once(
-    chunks: AsyncIterator[bytes],
-    *,
-    s3: Any,
-    bucket: str,
-    key: str,
-    part_size: int,
-    parts_in_flight: int,
-    max_bytes: int,
-    on_progress: ProgressCallback,
-    expected_size: int | None,
-    copy_threshold: int,
-    copy_part_bytes: int,
-    journal: Journal | None,
-    continuation: Continuation | None,
-) -> StreamResult:
-    upload = _MultipartUpload(
-        s3,
-        bucket,
-        key,
-        copy_threshold=copy_threshold,
-        copy_part_bytes=copy_part_bytes,
-        journal=journal,
-    )
-    budget = min(expected_size, max_bytes) if expected_size is not None else max_bytes
-    slots = asyncio.Semaphore(parts_in_flight)
-    digest = hashlib.sha256()
-    head = b""
-    held: list[bytes] = []  # chunks read before the media type is known
-    size = 0
-    parts = 0
-    fed = 0  # bytes handed to parts
-    part: _BufferedPart | _PassedPart | None = None
-    if continuation is not None:
-        upload.continue_from(continuation)
-        size = fed = continuation.offset
-        parts = len(continuation.parts)
-    try:
+@dataclass
+class _MonotonicProgress:
+    """Passes progress on only when it grows: a restarted source counts from zero again."""
+
+    on_progress: ProgressCallback
+    shown: int = 0
+
+    async def report(self, done: int) -> None:
+        if done > self.shown:
+            self.shown = done
+            await self.on_progress(done)
+
+
+class _Streaming:
+    """One pass over the source into one multipart upload.
+
+    Part ``n`` covers the object's bytes from ``parts[n].first``; parts are numbered from 1
+    (or from after a continued upload's last part) in the order their bytes arrive."""
+
+    def __init__(
+        self,
+        upload: MultipartUpload,
+        *,
+        part_size: int,
+        parts_in_flight: int,
+        max_bytes: int,
+        on_progress: ProgressCallback,
+        expected_size: int | None,
+        continuation: Continuation | None,
+    ) -> None:
+        self.upload = upload
+        self.part_size = part_size
+        self.max_bytes = max_bytes
+        self.on_progress = on_progress
+        self.expected_size = expected_size
+        self.continuation = continuation
+        self.budget = min(expected_size, max_bytes) if expected_size is not None else max_bytes
+        self.slots = asyncio.Semaphore(parts_in_flight)
+        self.digest = hashlib.sha256()
+        self.head = b""
+        self.held: list[bytes] = []  # chunks read before the media type is known
+        self.size = 0  # bytes read from the source (and those a continuation stored)
+        self.fed = 0  # bytes handed to parts
+        self.last_number = 0  # of the newest part
+        self.part: Part | None = None  # the part being filled
+        self._uploads: asyncio.TaskGroup | None = None
+        if continuation is not None:
+            upload.continue_from(continuation)
+            self.size = self.fed = continuation.offset
+            self.last_number = len(continuation.parts)
+
+    async def run(self, chunks: AsyncIterator[bytes]) -> StreamResult:
+        upload = self.upload
         try:
-            async with asyncio.TaskGroup() as uploads:
+            try:
+                async with asyncio.TaskGroup() as self._uploads:
+                    await self._read(chunks)
+            except BaseExceptionGroup as errors:
+                # One job, one failure: the first is the cause, the others were cancelled by it.
+                raise errors.exceptions[0] from None
+            whole = self.continuation is None  # else the first bytes were hashed by another attempt
+            sha256 = self.digest.hexdigest() if whole else None
+            sha256 = await upload.complete(self.size, upload.content_type, sha256)
+        except BaseException as exc:
+            if upload.journal is not None and upload.upload_id is not None and _transient(exc):
+                log.info("stream.upload_kept", key=upload.key, parts=len(upload.parts))
+            else:
+                await asyncio.shield(upload.discard())
+            raise
+        return StreamResult(size=self.size, sha256=sha256, content_type=upload.content_type)
 
-                def send(sending: _BufferedPart | _PassedPart, first: int) -> None:
-                    uploads.create_task(
-                        upload.upload_part(parts, sending.body(), slots, first, sending.size)
-                    )
+    async def _read(self, chunks: AsyncIterator[bytes]) -> None:
+        async for chunk in chunks:
+            if isinstance(chunk, Restarted):
+                raise _Restart(chunk.size)
+            self.size += len(chunk)
+            if self.size > self.max_bytes:
+                raise TaskFailure(
+                    "too_large", f"The media is larger than the limit of {self.max_bytes} bytes."
+                )
+            self.digest.update(chunk)
+            if self.upload.upload_id is None:
+                self.head += chunk[: SNIFF_BYTES - len(self.head)]
+                self.held.append(chunk)
+                if len(self.head) >= SNIFF_BYTES:
+                    await self._begin()
+            else:
+                await self._feed(chunk)
+            await self.on_progress(self.size)
+        if self.upload.upload_id is None:
+            # A short source (fewer bytes than SNIFF_BYTES) is sniffed as it is.
+            await self._begin()
+        part = self.part
+        if part is not None:
+            if part.passed_through:
+                raise _source_broke_off("fewer")
+            # The last, partly filled part; a source smaller than one part is just this.
+            part.size = part.filled
+            self._send(part)
 
-                async def new_part() -> _BufferedPart | _PassedPart:
-                    nonlocal parts
-                    # Waiting for a free slot before taking more bytes is what bounds memory.
-                    await slots.acquire()
-                    if expected_size is not None and fed >= expected_size:
-                        raise _source_broke_off("more")
-                    target = next_part_size(part_size, budget, fed, parts)
-                    parts += 1
-                    if expected_size is None:
-                        return _BufferedPart(target)
-                    passed = _PassedPart(min(target, expected_size - fed))
-                    send(passed, fed)
-                    return passed
+    async def _begin(self) -> None:
+        """Start the upload as the sniffed type and pass on what was held."""
+        await self.upload.start(_media_type(self.head))
+        for early in self.held:
+            await self._feed(early)
+        self.held.clear()
 
-                async def feed(chunk: bytes) -> None:
-                    nonlocal part, fed
-                    view = memoryview(chunk)
-                    while view:
-                        if part is None:
-                            part = await new_part()
-                        taken = min(len(view), part.size - part.filled)
-                        await part.add(view[:taken])
-                        fed += taken
-                        view = view[taken:]
-                        if part.filled == part.size:
-                            if not part.passed_through:
-                                send(part, fed - part.size)
-                            part = None
+    async def _feed(self, chunk: bytes) -> None:
+        view = memoryview(chunk)
+        while view:
+            part = self.part if self.part is not None else await self._new_part()
+            taken = min(len(view), part.size - part.filled)
+            await part.add(view[:taken])
+            self.fed += taken
+            view = view[taken:]
+            if part.filled == part.size:
+                if not part.passed_through:
+                    self._send(part)
+                self.part = None
 
-                async def begin() -> None:
-                    """Start the upload as the sniffed type and pass on what was held."""
-                    await upload.start(_media_type(head))
-                    for early in held:
-                        await feed(early)
-                    held.clear()
-
-                async for chunk in chunks:
-                    if isinstance(chunk, Restarted):
-                        raise _Restart(chunk.size)
-                    size += len(chunk)
-                    if size > max_bytes:
-                        raise TaskFailure(
-                            "too_large", f"The media is larger than the limit of {max_bytes} bytes."
-                        )
-                    digest.update(chunk)
-                    if upload.upload_id is None:
-                        head += chunk[: SNIFF_BYTES - len(head)]
-                        held.append(chunk)
-                        if len(head) >= SNIFF_BYTES:
-                            await begin()
-                    else:
-                        await feed(chunk)
-                    await on_progress(size)
-                if upload.upload_id is None:
-                    # A short source (fewer bytes than SNIFF_BYTES) is sniffed as it is.
-                    await begin()
-                if part is not None:
-                    if part.passed_through:
-                        raise _source_broke_off("fewer")
-                    # The last, partly filled part; a source smaller than one part is just this.
-                    part.size = part.filled
-                    send(part, fed - part.filled)
-        except BaseExceptionGroup as errors:
-            # One job, one failure: the first is the cause, the others were cancelled by it.
-            raise errors.exceptions[0] from None
-        content_type = upload.content_type
-        whole = continuation is None  # else the first bytes were hashed by another attempt
-        sha256 = await upload.complete(size, content_type, digest.hexdigest() if whole else None)
-    except BaseException as exc:
-        if journal is not None and upload.upload_id is not None and _transient(exc):
-            log.info("stream.upload_kept", key=key, parts=len(upload.parts))
+    async def _new_part(self) -> Part:
+        # Waiting for a free slot before taking more bytes is what bounds memory.
+        await self.slots.acquire()
+        expected = self.expected_size
+        if expected is not None and self.fed >= expected:
+            raise _source_broke_off("more")
+        target = next_part_size(self.part_size, self.budget, self.fed, self.last_number)
+        self.last_number += 1
+        part: Part
+        if expected is None:
+            part = BufferedPart(self.last_number, self.fed, target)
         else:
-            await asyncio.shield(upload.discard())
-        raise
-    return StreamResult(size=size, sha256=sha256, content_type=content_type)
+            part = PassedPart(self.last_number, self.fed, min(target, expected - self.fed))
+            self._send(part)  # its request starts now and takes the bytes as they come
+        self.part = part
+        return part
+
+    def _send(self, part: Part) -> None:
+        assert self._uploads is not None
+        self._uploads.create_task(self.upload.upload_part(part, self.slots))
 
 
 def _transient(exc: BaseException) -> bool:

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from mediaflow_libs.contracts import Job
-from mediaflow_worker.processor import handle_delivery
+from mediaflow_worker.settlement import handle_delivery
 
 
 @dataclass

@@ -8,7 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from mediaflow_libs import tasks
-from mediaflow_worker.processor import result_expiry
+from mediaflow_worker.outcome import result_expiry
 from mediaflow_worker.settings import WorkerSettings
 
 REQUIRED = {"service_secret": "x" * 32, "s3_access_key_id": "k", "s3_secret_access_key": "s"}

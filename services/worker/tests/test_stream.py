@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from mediaflow_worker import stream
+from mediaflow_worker import multipart, stream
 from mediaflow_worker.errors import Retry, TaskFailure
 from mediaflow_worker.settings import WorkerSettings
 from mediaflow_worker.stream import StreamResult, next_part_size, stream_to_s3
@@ -157,7 +157,7 @@ async def test_known_length_parts_are_passed_through_a_few_chunks_at_a_time(
     await until_quiet(lambda: (read[0], fake_s3.in_flight))
     # The store takes nothing yet: the source is read no further than the part's short queue.
     assert fake_s3.in_flight == 1
-    assert read[0] <= CHUNK * (stream.QUEUED_CHUNKS + 2)
+    assert read[0] <= CHUNK * (multipart.QUEUED_CHUNKS + 2)
     fake_s3.part_gate.set()
     result = await job
     assert result == StreamResult(len(data), hashlib.sha256(data).hexdigest(), "video/mp4")

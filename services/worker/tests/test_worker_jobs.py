@@ -29,7 +29,7 @@ from mediaflow_libs import credits, outbox, tasks
 from mediaflow_libs.amqp import Topology
 from mediaflow_libs.contracts import Job
 from mediaflow_libs.telemetry import inject_trace_context
-from mediaflow_worker import processor, stream
+from mediaflow_worker import job_run, multipart, outcome
 from mediaflow_worker.settings import WorkerSettings
 from services.worker.tests.support import (
     MIB,
@@ -175,7 +175,7 @@ async def test_a_storage_hiccup_is_retried(
 ) -> None:
     """The store answers SlowDown to the first upload: classified transient (the pipeline's
     classification itself is covered in test_stream), retried, stored on attempt 2."""
-    real = stream.storage_call
+    real = multipart.storage_call
     slowed = []
 
     async def slow_down_once(method: Any, **kwargs: Any) -> Any:
@@ -190,7 +190,7 @@ async def test_a_storage_hiccup_is_retried(
             return await real(refuse, **kwargs)
         return await real(method, **kwargs)
 
-    monkeypatch.setattr(stream, "storage_call", slow_down_once)
+    monkeypatch.setattr(multipart, "storage_call", slow_down_once)
     task = await submit(origin.file(make_mp4(100_000)))
     row = await finished(db_pool, task.task_id)
     assert (row["status"], row["attempt"]) == ("succeeded", 2)
@@ -476,7 +476,7 @@ async def test_a_cancel_landing_before_success_is_recorded_refuses_the_success(
     make_mp4: MakeMedia,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    real = processor.stream_to_s3
+    real = job_run.stream_to_s3
     canceled_ids: list[str] = []
 
     async def then_cancel(*args: Any, **kwargs: Any) -> Any:
@@ -487,7 +487,7 @@ async def test_a_cancel_landing_before_success_is_recorded_refuses_the_success(
         canceled_ids.append(task_id)
         return result
 
-    monkeypatch.setattr(processor, "stream_to_s3", then_cancel)
+    monkeypatch.setattr(job_run, "stream_to_s3", then_cancel)
     refused = counted("task_transitions_refused_total", to_status="succeeded")
     task = await submit(origin.file(make_mp4(100_000)))
     await eventually(lambda: at_least(lambda: float(len(canceled_ids)), 1))
@@ -538,7 +538,7 @@ async def test_a_failed_final_write_does_not_leave_the_task_running(
     make_mp4: MakeMedia,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    real = processor._succeed
+    real = outcome._succeed
     refused_writes: list[int] = []
 
     async def database_down_once(*args: Any, **kwargs: Any) -> Any:
@@ -547,7 +547,7 @@ async def test_a_failed_final_write_does_not_leave_the_task_running(
             raise asyncpg.exceptions.ConnectionDoesNotExistError("the database went away")
         return await real(*args, **kwargs)
 
-    monkeypatch.setattr(processor, "_succeed", database_down_once)
+    monkeypatch.setattr(outcome, "_succeed", database_down_once)
     task = await submit(origin.file(make_mp4(100_000)))
     row = await finished(db_pool, task.task_id)
     assert (row["status"], row["attempt"]) == ("succeeded", 2)
