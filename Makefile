@@ -36,15 +36,16 @@ stop: ## stop what `make run` (and `make observe`) started
 observe: deps ## a local Prometheus on 127.0.0.1:9090 scraping `make run`'s stack, with the chart's alert rules
 	@$(UV) run --frozen python -m devstack.observe
 
-test: deps ## unit, integration and end-to-end tests against real services
+test: deps lint ## ruff and mypy, then unit, integration and end-to-end tests against real services
 	@$(UV) run --frozen pytest --durations=15
 
 chaos: deps ## the chaos tests, longer and larger than in `make test` (CHAOS_SCALE, default 3)
 	@CHAOS_SCALE=$${CHAOS_SCALE:-3} $(UV) run --frozen pytest tests/chaos -s -rA
 
-lint: deps ## ruff
+lint: deps ## ruff (check and format) and mypy --strict
 	@$(UV) run --frozen ruff check .
 	@$(UV) run --frozen ruff format --check .
+	@$(UV) run --frozen mypy
 
 bench: deps ## every benchmark against its baseline from the same run, one table (bench/all.py)
 	@$(UV) run --frozen python bench/all.py

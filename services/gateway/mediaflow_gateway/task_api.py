@@ -8,7 +8,7 @@ import re
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -37,6 +37,8 @@ from mediaflow_libs import credits, db, egress, naming, s3, tasks, telemetry
 from mediaflow_libs.egress import EgressPolicy
 from mediaflow_libs.problems import ProblemError
 from mediaflow_libs.schemas import Me, TaskEnvelope, TaskPage, problem_responses
+from mediaflow_libs.schemas import Task as TaskView
+from mediaflow_libs.schemas import User as UserView
 from mediaflow_libs.sessions import Identity, require_identity
 from mediaflow_libs.web import read_json_object, storable_text
 
@@ -158,7 +160,7 @@ async def _owned_task(con: db.Connection, task_id: str, user_id: str) -> asyncpg
     return row
 
 
-def _etag(task: dict[str, Any]) -> str:
+def _etag(task: TaskView) -> str:
     digest = hashlib.sha256(json.dumps(task, sort_keys=True).encode()).hexdigest()[:32]
     return f'"{digest}"'
 
@@ -176,7 +178,10 @@ async def me(identity: NamedDependency[Identity], resources: NamedDependency[Res
         await credits.ensure_account(con, identity.user_id, resources.settings.signup_credits)
         balance = await credits.balance(con, identity.user_id)
     cost = resources.settings.task_cost_credits
-    return {"user": identity.user_json(), "credits": {"balance": balance, "task_cost": cost}}
+    return {
+        "user": cast(UserView, identity.user_json()),
+        "credits": {"balance": balance, "task_cost": cost},
+    }
 
 
 def _idempotency_key(request: Request[Any, Any, Any]) -> str | None:
@@ -275,7 +280,7 @@ async def submit_task(
 
 async def _submit(
     request: Request[Any, Any, Any], identity: Identity, resources: Resources
-) -> tuple[dict[str, Any], bool]:
+) -> tuple[TaskView, bool]:
     """The task for this submission and whether it already existed (same Idempotency-Key)."""
     key = _idempotency_key(request)  # read from the headers so its errors are ours
     body = await read_json_object(request)
@@ -297,7 +302,7 @@ async def _submit(
             assert submission.task is not None
             # The request's summary log line names the task.
             structlog.contextvars.bind_contextvars(task_id=submission.task["id"])
-            return submission.task, submission.outcome == "replayed"
+            return cast(TaskView, submission.task), submission.outcome == "replayed"
         case "idempotency_conflict":
             raise ProblemError(
                 409, "idempotency_conflict", "This Idempotency-Key was used with a different body."
@@ -338,7 +343,7 @@ async def get_task(
 ) -> Response[TaskEnvelope]:
     async with resources.pool.acquire() as con:
         row = await _owned_task(con, _task_id(task_id), identity.user_id)
-    task = tasks.task_json(tasks.task_message(row))
+    task = _view(row)
     etag = _etag(task)
     headers = {"ETag": etag, "Cache-Control": "private, no-cache"}
     if _none_match(request.headers.get("if-none-match", ""), etag):
@@ -388,7 +393,7 @@ async def list_tasks(
         else None
     )
     return {
-        "items": [tasks.task_json(tasks.task_message(row)) for row in page],
+        "items": [_view(row) for row in page],
         "next_cursor": next_cursor,
     }
 
@@ -411,7 +416,7 @@ async def cancel_task(
     if row is None:
         raise ProblemError(409, "task_finished", "The task has already finished.")
     log.info("task.canceled", task_id=task_id)
-    return {"task": tasks.task_json(tasks.task_message(row))}
+    return {"task": _view(row)}
 
 
 @delete(
@@ -476,3 +481,8 @@ async def download(
         ExpiresIn=resources.settings.download_url_ttl_seconds,
     )
     return Redirect(path=url, status_code=302, headers={"Cache-Control": "no-store"})
+
+
+def _view(row: asyncpg.Record) -> TaskView:
+    """A task row as the API shows it (the JSON of its ``Task`` message)."""
+    return cast(TaskView, tasks.task_json(tasks.task_message(row)))
