@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import secrets
+import shutil
 import subprocess
 import sys
 import time
@@ -52,8 +53,12 @@ def demo(config: stack.StackConfig) -> int:
             f"submitting {source_url} ({SAMPLE_BYTES // (1024 * 1024)} MiB, "
             f"sha256 {source_sha256[:16]}…)"
         )
+        # The CLI downloads the file too; into the run directory, never the caller's.
+        downloads = config.run_dir / "downloads"
+        shutil.rmtree(downloads, ignore_errors=True)  # one demo's file, not one per run
+        downloads.mkdir(parents=True)
         result = subprocess.run(
-            [cli, "submit", source_url],
+            [cli, "submit", source_url, "-o", f"{downloads}/"],
             env=env,
             capture_output=False,
             stdout=subprocess.PIPE,
