@@ -29,7 +29,6 @@ import json
 import math
 import secrets
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -40,7 +39,7 @@ from typing import Any
 
 import httpx
 from results import Result, write_json
-from support import Bench, bench_world
+from support import Bench, bench_world, serving_process
 
 from mediaflow_libs.s3 import open_s3
 from mediaflow_libs.settings import MIB
@@ -143,17 +142,9 @@ async def sign_up(public_url: str) -> str:
 @contextmanager
 def origin(directory: Path) -> Iterator[str]:
     port = stack.free_port()
-    process = subprocess.Popen(
-        [sys.executable, str(BENCH_DIR / "origin.py"), str(directory), str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        stack.wait_until(lambda: stack.port_open(port), "the origin", timeout=10)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        process.wait()
+    command = [sys.executable, str(BENCH_DIR / "origin.py"), str(directory), str(port)]
+    with serving_process(command, port) as url:
+        yield url
 
 
 def percentile(values: list[float], share: float) -> float:

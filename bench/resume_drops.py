@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,6 +25,7 @@ from results import Result, write_json
 from support import (
     bench_world,
     print_table,
+    serving_process,
     submit_and_wait,
     worker_process,
     write_source,
@@ -38,17 +38,8 @@ from devstack import stack
 def drop_origin(directory: Path) -> Iterator[str]:
     port = stack.free_port()
     script = Path(__file__).with_name("drop_origin.py")
-    process = subprocess.Popen(
-        [sys.executable, str(script), str(directory), str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        stack.wait_until(lambda: stack.port_open(port), f"the origin on port {port}", timeout=10)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        process.wait()
+    with serving_process([sys.executable, str(script), str(directory), str(port)], port) as url:
+        yield url
 
 
 async def attempts(database_url: str, sha256: str | None) -> int:

@@ -152,16 +152,11 @@ def bench_world(name: str) -> Iterator[Bench]:
 
 
 @contextmanager
-def origin_process(directory: Path) -> Iterator[str]:
-    """Serve ``directory`` on 127.0.0.1 from a process of its own (the stdlib's threaded
-    server, as ``devstack.media.LocalOrigin``), so it shares no interpreter lock with the
-    bench's sampling."""
-    port = stack.free_port()
+def serving_process(command: list[str], port: int, cwd: Path | None = None) -> Iterator[str]:
+    """Run an HTTP origin ``command`` listening on 127.0.0.1:``port`` in a process of its own
+    (sharing no interpreter lock with the bench's sampling); its base URL while it runs."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
-        cwd=directory,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
         stack.wait_until(lambda: stack.port_open(port), f"the origin on port {port}", timeout=10)
@@ -169,6 +164,15 @@ def origin_process(directory: Path) -> Iterator[str]:
     finally:
         process.terminate()
         process.wait()
+
+
+@contextmanager
+def origin_process(directory: Path) -> Iterator[str]:
+    """Serve ``directory`` with the stdlib's threaded server (as ``devstack.media.LocalOrigin``)."""
+    port = stack.free_port()
+    command = [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"]
+    with serving_process(command, port, cwd=directory) as url:
+        yield url
 
 
 def write_source(world: Bench, name: str, size_mib: int) -> str:
