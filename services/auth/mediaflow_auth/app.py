@@ -15,28 +15,25 @@ import jwt
 import structlog
 from aio_pika.abc import AbstractRobustConnection
 from litestar import Litestar, Request, Response, delete, get, post
-from litestar.datastructures import State
-from litestar.di import NamedDependency, Provide
+from litestar.di import NamedDependency
 from litestar.params import FromPath
 
 from mediaflow_auth import api_keys, passwords
 from mediaflow_auth import sessions as session_store
 from mediaflow_auth.settings import AuthSettings
-from mediaflow_libs import amqp, db, ratelimit
+from mediaflow_libs import db, ratelimit
 from mediaflow_libs.amqp import Topology
+from mediaflow_libs.app_builder import database, open_database_and_broker, service_app
 from mediaflow_libs.contracts import CredentialRevoked
 from mediaflow_libs.logging import configure_logging
-from mediaflow_libs.problems import ProblemError, exception_handlers
+from mediaflow_libs.problems import ProblemError
 from mediaflow_libs.sessions import (
     announce_revocation,
     check_service_token,
     credential_digest,
     presented_credential,
-    refuse_cross_site,
 )
 from mediaflow_libs.web import (
-    around_routing,
-    health_routes,
     internal_routes_on_their_own_port,
     read_json_object,
     serve,
@@ -65,11 +62,6 @@ class Resources:
             await announce_revocation(self.amqp, self.topology, revoked)
         except Exception as exc:
             log.warning("auth.revocation_not_announced", error=repr(exc))
-
-
-def _resources(state: State) -> Resources:
-    resources: Resources = state.resources
-    return resources
 
 
 def _string_field(
@@ -366,56 +358,27 @@ async def verify(
 def create_app(settings: AuthSettings | None = None) -> Litestar:
     settings = settings or AuthSettings()
 
-    topology = amqp.Topology(settings.amqp_namespace)
-
     @asynccontextmanager
-    async def resources(app: Litestar) -> AsyncIterator[None]:
+    async def open_resources() -> AsyncIterator[Resources]:
         async with AsyncExitStack() as stack:
-            pool = await stack.enter_async_context(
-                db.open_pool(settings.database_url, settings.database_pool_size)
-            )
-            connection = await stack.enter_async_context(
-                amqp.open_connection(settings.amqp_url, "auth")
-            )
-            channel = await connection.channel()
-            await amqp.declare_topology(channel, topology)
-            await channel.close()
-            app.state.resources = Resources(
-                settings=settings, pool=pool, amqp=connection, topology=topology
-            )
-            yield
+            pool, connection, topology = await open_database_and_broker(stack, settings, "auth")
+            yield Resources(settings=settings, pool=pool, amqp=connection, topology=topology)
 
-    def readiness(state: State) -> list[Any]:
-        async def database() -> None:
-            async with _resources(state).pool.acquire() as con:
-                await con.fetchval("SELECT 1")
-
-        return [database]
-
-    return around_routing(
-        Litestar(
-            # Our logging (structlog, JSON): Litestar would put the root logger at INFO
-            # with a plain-text format of its own, mixing text lines into the JSON stream.
-            logging_config=None,
-            route_handlers=[
-                sign_up,
-                sign_in,
-                sign_out,
-                current_session,
-                revoke_all_sessions,
-                create_api_key,
-                list_api_keys,
-                delete_api_key,
-                verify,
-                *health_routes(readiness, settings),
-            ],
-            lifespan=[resources],
-            guards=[refuse_cross_site(settings.public_url)],
-            dependencies={"resources": Provide(_resources, sync_to_thread=False)},
-            exception_handlers=exception_handlers,  # type: ignore[arg-type]
-            openapi_config=None,
-            debug=False,
-        )
+    return service_app(
+        settings,
+        [
+            sign_up,
+            sign_in,
+            sign_out,
+            current_session,
+            revoke_all_sessions,
+            create_api_key,
+            list_api_keys,
+            delete_api_key,
+            verify,
+        ],
+        open_resources=open_resources,
+        readiness=[database],
     )
 
 

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 from litestar import Litestar, Request, Response, Router, get
 from litestar.connection import ASGIConnection
-from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
 from litestar.enums import OpenAPIMediaType
 from litestar.exceptions import NotFoundException
@@ -21,30 +18,26 @@ from litestar.openapi.plugins import JsonRenderPlugin
 from mediaflow_gateway import openapi, task_api, web_page
 from mediaflow_gateway.resources import Resources
 from mediaflow_gateway.settings import GatewaySettings
-from mediaflow_libs import amqp, db, s3
+from mediaflow_libs import s3
+from mediaflow_libs.app_builder import (
+    broker,
+    database,
+    open_database_and_broker,
+    running_in_background,
+    service_app,
+)
 from mediaflow_libs.logging import configure_logging
 from mediaflow_libs.outbox import OutboxRelay
-from mediaflow_libs.problems import exception_handlers
 from mediaflow_libs.sessions import (
     Identity,
     SessionClient,
     cookie_name,
     listen_for_revocations,
-    refuse_cross_site,
     require_identity,
 )
 from mediaflow_libs.tasks import Submitter
 from mediaflow_libs.telemetry import configure_tracing
-from mediaflow_libs.web import (
-    around_routing,
-    health_routes,
-    serve,
-)
-
-
-def _resources(state: State) -> Resources:
-    resources: Resources = state.resources
-    return resources
+from mediaflow_libs.web import serve
 
 
 async def _identity(
@@ -75,20 +68,11 @@ def _no_schema_router(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRou
 
 def create_app(settings: GatewaySettings | None = None) -> Litestar:
     settings = settings or GatewaySettings()
-    topology = amqp.Topology(settings.amqp_namespace)
 
     @asynccontextmanager
-    async def resources(app: Litestar) -> AsyncIterator[None]:
+    async def open_resources() -> AsyncIterator[Resources]:
         async with AsyncExitStack() as stack:
-            pool = await stack.enter_async_context(
-                db.open_pool(settings.database_url, settings.database_pool_size)
-            )
-            connection = await stack.enter_async_context(
-                amqp.open_connection(settings.amqp_url, "gateway")
-            )
-            channel = await connection.channel()
-            await amqp.declare_topology(channel, topology)
-            await channel.close()
+            pool, connection, topology = await open_database_and_broker(stack, settings, "gateway")
             s3_client = await stack.enter_async_context(s3.open_s3(settings))
             s3_public = await stack.enter_async_context(s3.open_s3(settings, public=True))
             sessions = SessionClient.from_settings(
@@ -106,7 +90,18 @@ def create_app(settings: GatewaySettings | None = None) -> Litestar:
                 window_seconds=task_api.SUBMIT_WINDOW_SECONDS,
             )
             stack.push_async_callback(submitter.aclose)
-            app.state.resources = Resources(
+            relay = OutboxRelay(
+                pool, connection, poll_interval=settings.outbox_poll_interval_seconds
+            )
+            await stack.enter_async_context(
+                running_in_background(
+                    {
+                        "outbox-relay": relay.run(),
+                        "revocations": listen_for_revocations(connection, topology, sessions),
+                    }
+                )
+            )
+            yield Resources(
                 settings=settings,
                 topology=topology,
                 pool=pool,
@@ -116,75 +111,37 @@ def create_app(settings: GatewaySettings | None = None) -> Litestar:
                 s3=s3_client,
                 s3_public=s3_public,
             )
-            relay = OutboxRelay(
-                pool, connection, poll_interval=settings.outbox_poll_interval_seconds
-            )
-            background = [
-                asyncio.create_task(relay.run(), name="outbox-relay"),
-                asyncio.create_task(
-                    listen_for_revocations(connection, topology, sessions), name="revocations"
-                ),
-            ]
-            try:
-                yield
-            finally:
-                for task in background:
-                    task.cancel()
-                for task in background:
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await task
 
-    def readiness(state: State) -> list[Any]:
-        async def database() -> None:
-            async with _resources(state).pool.acquire() as con:
-                await con.fetchval("SELECT 1")
-
-        async def broker() -> None:
-            if _resources(state).amqp.is_closed:
-                raise RuntimeError("the RabbitMQ connection is closed")
-
-        return [database, broker]
-
-    return around_routing(
-        Litestar(
-            # Our logging (structlog, JSON): Litestar would put the root logger at INFO
-            # with a plain-text format of its own, mixing text lines into the JSON stream.
-            logging_config=None,
-            route_handlers=[
-                task_api.me,
-                task_api.submit_task,
-                task_api.get_task,
-                task_api.list_tasks,
-                task_api.cancel_task,
-                task_api.delete_task,
-                task_api.download,
-                openapi_schema,
-                *web_page.route_handlers,
-                *health_routes(readiness, settings),
-            ],
-            lifespan=[resources],
-            guards=[refuse_cross_site(settings.public_url)],
-            dependencies={
-                "resources": Provide(_resources, sync_to_thread=False),
-                "identity": Provide(_identity),
-            },
-            exception_handlers=exception_handlers,  # type: ignore[arg-type]
-            openapi_config=OpenAPIConfig(
-                title="mediaflow",
-                version="1",
-                description="Turn media links into stored files with live progress.",
-                # Litestar mounts a router for its schema pages whatever the configuration; each
-                # of its routes (a catch-all among them) answers a problem 404 instead.
-                openapi_router=Router(
-                    "/v1/openapi",
-                    route_handlers=[],
-                    include_in_schema=False,
-                    guards=[_no_schema_router],
-                ),
-                render_plugins=[JsonRenderPlugin()],
+    return service_app(
+        settings,
+        [
+            task_api.me,
+            task_api.submit_task,
+            task_api.get_task,
+            task_api.list_tasks,
+            task_api.cancel_task,
+            task_api.delete_task,
+            task_api.download,
+            openapi_schema,
+            *web_page.route_handlers,
+        ],
+        open_resources=open_resources,
+        readiness=[database, broker],
+        dependencies={"identity": Provide(_identity)},
+        openapi_config=OpenAPIConfig(
+            title="mediaflow",
+            version="1",
+            description="Turn media links into stored files with live progress.",
+            # Litestar mounts a router for its schema pages whatever the configuration; each
+            # of its routes (a catch-all among them) answers a problem 404 instead.
+            openapi_router=Router(
+                "/v1/openapi",
+                route_handlers=[],
+                include_in_schema=False,
+                guards=[_no_schema_router],
             ),
-            debug=False,
-        )
+            render_plugins=[JsonRenderPlugin()],
+        ),
     )
 
 

@@ -13,17 +13,16 @@ from typing import Any
 
 from litestar import Litestar
 from litestar.datastructures import State
-from litestar.di import Provide
 
 from mediaflow_libs import amqp, db
+from mediaflow_libs.app_builder import database, running_in_background, service_app
 from mediaflow_libs.logging import configure_logging
-from mediaflow_libs.problems import exception_handlers
-from mediaflow_libs.sessions import SessionClient, listen_for_revocations, refuse_cross_site
-from mediaflow_libs.web import ReadinessCheck, around_routing, health_routes, serve
+from mediaflow_libs.sessions import SessionClient, listen_for_revocations
+from mediaflow_libs.web import serve
 from mediaflow_notifier import sse
 from mediaflow_notifier.fanout import Fanout
 from mediaflow_notifier.heartbeat import Heartbeat
-from mediaflow_notifier.resources import Resources, resources_of
+from mediaflow_notifier.resources import Resources
 from mediaflow_notifier.settings import NotifierSettings
 
 FANOUT_START_TIMEOUT_SECONDS = 15.0
@@ -37,13 +36,13 @@ def create_app(settings: NotifierSettings | None = None) -> Litestar:
     resources = Resources(settings=settings, topology=amqp.Topology(settings.amqp_namespace))
 
     @asynccontextmanager
-    async def database(_: Litestar) -> AsyncIterator[None]:
+    async def open_database(_: Litestar) -> AsyncIterator[None]:
         async with db.open_pool(settings.database_url, settings.database_pool_size) as pool:
             resources.pool = pool
             yield
 
     @asynccontextmanager
-    async def broker(_: Litestar) -> AsyncIterator[None]:
+    async def open_broker(_: Litestar) -> AsyncIterator[None]:
         async with amqp.open_connection(settings.amqp_url, "notifier") as connection:
             channel = await connection.channel()
             await amqp.declare_topology(channel, resources.topology)
@@ -69,13 +68,8 @@ def create_app(settings: NotifierSettings | None = None) -> Litestar:
     @asynccontextmanager
     async def heartbeat(_: Litestar) -> AsyncIterator[None]:
         resources.heartbeat = Heartbeat(settings.sse_heartbeat_seconds)
-        pinging = asyncio.create_task(resources.heartbeat.run(), name="sse-heartbeat")
-        try:
+        async with running_in_background({"sse-heartbeat": resources.heartbeat.run()}):
             yield
-        finally:
-            pinging.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await pinging
 
     @asynccontextmanager
     async def sessions(_: Litestar) -> AsyncIterator[None]:
@@ -85,18 +79,13 @@ def create_app(settings: NotifierSettings | None = None) -> Litestar:
             service_secret=settings.service_secret.get_secret_value(),
         )
         resources.sessions = client
-        revocations = asyncio.create_task(
-            listen_for_revocations(
-                resources.amqp, resources.topology, client, also=resources.fanout.end_revoked
-            ),
-            name="revocations",
+        revocations = listen_for_revocations(
+            resources.amqp, resources.topology, client, also=resources.fanout.end_revoked
         )
         try:
-            yield
+            async with running_in_background({"revocations": revocations}):
+                yield
         finally:
-            revocations.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await revocations
             await client.aclose()
 
     @asynccontextmanager
@@ -128,32 +117,23 @@ def create_app(settings: NotifierSettings | None = None) -> Litestar:
                 if signal.getsignal(sig) is on_stop_signal:
                     signal.signal(sig, handler)
 
-    def readiness(state: State) -> list[ReadinessCheck]:
-        async def database() -> None:
-            async with resources_of(state).pool.acquire() as con:
-                await con.fetchval("SELECT 1")
+    async def broker(resources: Resources) -> None:
+        if resources.amqp.is_closed or not resources.fanout.ready:
+            raise RuntimeError("the events queue is not consuming")
 
-        async def broker() -> None:
-            if resources_of(state).amqp.is_closed or not resources_of(state).fanout.ready:
-                raise RuntimeError("the events queue is not consuming")
-
-        return [database, broker]
-
-    return around_routing(
-        Litestar(
-            # Our logging (structlog, JSON): Litestar would put the root logger at INFO
-            # with a plain-text format of its own, mixing text lines into the JSON stream.
-            logging_config=None,
-            route_handlers=[sse.events, *health_routes(readiness, settings)],
-            lifespan=[database, broker, fanout, heartbeat, sessions, end_streams_on_stop_signal],
-            state=State({"resources": resources}),
-            # Its routes are all safe today; a new unsafe one is covered from the start.
-            guards=[refuse_cross_site(settings.public_url)],
-            dependencies={"resources": Provide(resources_of, sync_to_thread=False)},
-            exception_handlers=exception_handlers,  # type: ignore[arg-type]
-            openapi_config=None,
-            debug=False,
-        ),
+    return service_app(
+        settings,
+        [sse.events],
+        lifespan=[
+            open_database,
+            open_broker,
+            fanout,
+            heartbeat,
+            sessions,
+            end_streams_on_stop_signal,
+        ],
+        readiness=[database, broker],
+        state=State({"resources": resources}),
         answer_head=False,  # /v1/events is an endless stream
     )
 
