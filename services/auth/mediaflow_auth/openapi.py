@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from mediaflow_auth import api_keys, passwords
-from mediaflow_auth.app import MAX_EMAIL_LENGTH, MAX_NAME_LENGTH
+from mediaflow_auth.routes import MAX_EMAIL_LENGTH, MAX_NAME_LENGTH
 from mediaflow_libs.openapi import (
     SECURITY,
     SHARED_SCHEMAS,

@@ -11,7 +11,17 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from litestar import Request, Response, Router, get
+from litestar.connection import ASGIConnection
+from litestar.di import NamedDependency
+from litestar.enums import OpenAPIMediaType
+from litestar.exceptions import NotFoundException
+from litestar.handlers import BaseRouteHandler
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import JsonRenderPlugin
+
 from mediaflow_auth import openapi as auth_openapi
+from mediaflow_gateway.resources import Resources
 from mediaflow_libs.openapi import (
     RETRY_AFTER,
     SECURITY,
@@ -20,6 +30,7 @@ from mediaflow_libs.openapi import (
     problem,
     security_schemes,
 )
+from mediaflow_libs.sessions import cookie_name
 from mediaflow_notifier import openapi as notifier_openapi
 
 _UNSAFE = ("post", "put", "patch", "delete")
@@ -72,4 +83,40 @@ def published(schema: dict[str, Any], session_cookie: str) -> dict[str, Any]:
         completed(schema, session_cookie),
         auth_openapi.document(session_cookie),
         notifier_openapi.document(session_cookie),
+    )
+
+
+@get("/v1/openapi.json", include_in_schema=False, media_type=OpenAPIMediaType.OPENAPI_JSON)
+async def openapi_schema(
+    request: Request[Any, Any, Any], resources: NamedDependency[Resources]
+) -> Response[bytes]:
+    """The published schema (API.md's routes), from a plain route: Litestar's own schema
+    router would claim every unknown path beside it and answer them with HTML."""
+    schema = published(
+        request.app.openapi_schema.to_schema(), cookie_name(resources.settings.public_url)
+    )
+    return Response(
+        JsonRenderPlugin().render_json(request, schema), media_type=OpenAPIMediaType.OPENAPI_JSON
+    )
+
+
+def _no_schema_router(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    raise NotFoundException()
+
+
+def openapi_config() -> OpenAPIConfig:
+    """The gateway's generated schema, which :func:`openapi_schema` completes and serves."""
+    return OpenAPIConfig(
+        title="mediaflow",
+        version="1",
+        description="Turn media links into stored files with live progress.",
+        # Litestar mounts a router for its schema pages whatever the configuration; each of
+        # its routes (a catch-all among them) answers a problem 404 instead.
+        openapi_router=Router(
+            "/v1/openapi",
+            route_handlers=[],
+            include_in_schema=False,
+            guards=[_no_schema_router],
+        ),
+        render_plugins=[JsonRenderPlugin()],
     )

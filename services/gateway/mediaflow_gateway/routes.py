@@ -1,21 +1,20 @@
-"""The tasks API: submit, read, list, cancel, delete, download."""
+"""The gateway's routes: the tasks API (submit, read, list, cancel, delete, download) and
+`/v1/me`."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import re
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, cast
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import structlog
 from litestar import Request, Response, delete, get, post
 from litestar.datastructures import ResponseHeader
-from litestar.di import NamedDependency
+from litestar.di import NamedDependency, Provide
 from litestar.enums import ParamType
 from litestar.openapi.spec import (
     OpenAPIFormat,
@@ -33,26 +32,26 @@ from prometheus_client import Counter
 
 from mediaflow_gateway.cursors import cursor_key, decode_cursor, encode_cursor
 from mediaflow_gateway.resources import Resources
-from mediaflow_libs import credits, db, egress, naming, s3, tasks, telemetry
-from mediaflow_libs.egress import EgressPolicy
+from mediaflow_gateway.submission import (
+    MAX_URL_LENGTH,
+    idempotency_key,
+    validated_options,
+    validated_source_url,
+)
+from mediaflow_libs import credits, db, naming, s3, tasks, telemetry
 from mediaflow_libs.problems import ProblemError
 from mediaflow_libs.schemas import Me, TaskEnvelope, TaskPage, problem_responses
 from mediaflow_libs.schemas import Task as TaskView
 from mediaflow_libs.schemas import User as UserView
 from mediaflow_libs.sessions import Identity, require_identity
-from mediaflow_libs.web import read_json_object, storable_text
+from mediaflow_libs.web import read_json_object
 
 log = structlog.get_logger(__name__)
 tracer = trace.get_tracer("mediaflow.gateway")
 
-MAX_URL_LENGTH = 2048
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
 
-IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
-# Exactly the characters for which str.isspace() holds, and the C0 controls.
-SPACE_OR_CONTROL = re.compile(r"[\s\x00-\x1f]")
-SUBMIT_WINDOW_SECONDS = 60
 
 TASKS_SUBMITTED = Counter(
     "gateway_tasks_submitted_total",
@@ -61,80 +60,13 @@ TASKS_SUBMITTED = Counter(
 )
 
 
-def validated_source_url(value: object, policy: EgressPolicy = egress.PUBLIC_ONLY) -> str:
-    """The URL with its host IDNA-normalised, or a 422 naming what is wrong with it. A literal
-    address the egress rule refuses (on its port) is 422 ``blocked_destination``; names are
-    left to the worker, which resolves them (no DNS here)."""
-    text = storable_text(value)
-    if text is None or not text.strip():
-        raise ProblemError(422, "invalid_url", "`url` must be a non-empty string of characters.")
-    url = text.strip()
-    if len(url) > MAX_URL_LENGTH:
-        raise ProblemError(
-            422, "invalid_url", f"`url` may have at most {MAX_URL_LENGTH} characters."
-        )
-    try:
-        parts = urlsplit(url)
-        hostname = parts.hostname
-        port = parts.port
-    except ValueError as exc:
-        raise ProblemError(422, "invalid_url", f"`url` cannot be parsed: {exc}.") from exc
-    if parts.scheme.lower() not in ("http", "https"):
-        raise ProblemError(422, "invalid_url", "Only http and https URLs can be fetched.")
-    if not hostname:
-        raise ProblemError(422, "invalid_url", "`url` must name a host.")
-    if parts.username is not None or parts.password is not None:
-        raise ProblemError(422, "invalid_url", "`url` must not carry a user name or password.")
-    if SPACE_OR_CONTROL.search(url):
-        raise ProblemError(
-            422, "invalid_url", "`url` must not contain spaces or control characters."
-        )
-    address = egress.literal_address(hostname)
-    if address is not None:
-        # The same words whatever the reason: the answer tells nothing about what is there.
-        effective_port = egress.DEFAULT_PORTS[parts.scheme.lower()] if port is None else port
-        if not policy.allows(address, effective_port):
-            raise ProblemError(
-                422, "blocked_destination", f"{hostname} is not reachable from here."
-            )
-        host = f"[{address}]" if address.version == 6 else str(address)
-    else:
-        try:
-            host = egress.host_name(hostname)
-        except ValueError as exc:
-            raise ProblemError(
-                422, "invalid_url", "`url` has a host name that is not valid."
-            ) from exc
-        if not egress.is_well_formed_host_name(host):
-            raise ProblemError(422, "invalid_url", "`url` has a host name that is not valid.")
-    if port == 0:
-        raise ProblemError(422, "invalid_url", "`url` has port 0, which nothing listens on.")
-    netloc = host if port is None else f"{host}:{port}"
-    return urlunsplit((parts.scheme.lower(), netloc, parts.path or "/", parts.query, ""))
-
-
-def validated_options(body: dict[str, Any]) -> dict[str, str]:
-    """API.md's options with defaults filled in, or 422 ``invalid_options``."""
-    options = dict(tasks.DEFAULT_OPTIONS)
-    for name, allowed in tasks.OPTION_VALUES.items():
-        if name not in body:
-            continue
-        value = body[name]
-        # A height is a JSON number (true is not 1); "720" is not a height.
-        text: str | None = None
-        if name == "quality" and isinstance(value, int) and not isinstance(value, bool):
-            text = str(value)
-        elif isinstance(value, str) and not value.isdigit():
-            text = value
-        if text is None or text not in allowed:
-            shown = ", ".join(f'"{v}"' if not v.isdigit() else v for v in allowed)
-            raise ProblemError(422, "invalid_options", f"`{name}` must be one of {shown}.")
-        options[name] = text
-    if options["audio_format"] != "original" and options["mode"] != "audio":
-        raise ProblemError(
-            422, "invalid_options", '`audio_format` other than "original" needs `mode: "audio"`.'
-        )
-    return options
+async def identity(
+    request: Request[Any, Any, Any], resources: NamedDependency[Resources]
+) -> Identity:
+    """The ``identity`` dependency: the caller, as auth knows them, or a 401/503."""
+    # Taking `resources` orders the two dependencies: Litestar resolves a batch of
+    # independent ones in a task group per request, one after another inline.
+    return await require_identity(request, resources.sessions, resources.settings.public_url)
 
 
 def _task_id(raw: str) -> str:
@@ -182,20 +114,6 @@ async def me(identity: NamedDependency[Identity], resources: NamedDependency[Res
         "user": cast(UserView, identity.user_json()),
         "credits": {"balance": balance, "task_cost": cost},
     }
-
-
-def _idempotency_key(request: Request[Any, Any, Any]) -> str | None:
-    keys = request.headers.getall("idempotency-key", [])
-    if not keys:
-        return None
-    # Two keys would leave it to chance which one counts.
-    if len(keys) > 1 or not IDEMPOTENCY_KEY.match(keys[0]):
-        raise ProblemError(
-            422,
-            "invalid_idempotency_key",
-            "Send one Idempotency-Key of 1 to 255 visible ASCII characters.",
-        )
-    return keys[0]
 
 
 @dataclass
@@ -282,7 +200,8 @@ async def _submit(
     request: Request[Any, Any, Any], identity: Identity, resources: Resources
 ) -> tuple[TaskView, bool]:
     """The task for this submission and whether it already existed (same Idempotency-Key)."""
-    key = _idempotency_key(request)  # read from the headers so its errors are ours
+    # Read from the headers, not declared as a parameter, so that its errors are ours.
+    key = idempotency_key(request.headers.getall("idempotency-key", []))
     body = await read_json_object(request)
     source_url = validated_source_url(body.get("url"), resources.settings.egress)
     options = validated_options(body)
@@ -486,3 +405,7 @@ async def download(
 def _view(row: asyncpg.Record) -> TaskView:
     """A task row as the API shows it (the JSON of its ``Task`` message)."""
     return cast(TaskView, tasks.task_json(tasks.task_message(row)))
+
+
+route_handlers = [me, submit_task, get_task, list_tasks, cancel_task, delete_task, download]
+dependencies = {"identity": Provide(identity)}

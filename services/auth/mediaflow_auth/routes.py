@@ -1,0 +1,341 @@
+"""auth's routes: sign-up, sign-in and sign-out, the session, API keys, and the internal
+session check gateway and notifier call."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import uuid
+from typing import Any
+
+import asyncpg
+import jwt
+import structlog
+from litestar import Request, Response, delete, get, post
+from litestar.di import NamedDependency
+from litestar.params import FromPath
+
+from mediaflow_auth import api_keys, passwords
+from mediaflow_auth import sessions as session_store
+from mediaflow_auth.resources import Resources
+from mediaflow_auth.settings import AuthSettings
+from mediaflow_libs import db, ratelimit
+from mediaflow_libs.contracts import CredentialRevoked
+from mediaflow_libs.problems import ProblemError
+from mediaflow_libs.sessions import (
+    check_service_token,
+    credential_digest,
+    presented_credential,
+)
+from mediaflow_libs.web import read_json_object, storable_text
+
+log = structlog.get_logger(__name__)
+
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$")
+MAX_EMAIL_LENGTH = 254
+MAX_NAME_LENGTH = 200
+SIGN_IN_FAILURES = "auth.sign_in_failures"
+
+
+def _string_field(
+    body: dict[str, Any], key: str, code: str, *, required: bool = True
+) -> str | None:
+    value = body.get(key)
+    if value is None and not required:
+        return None
+    text = storable_text(value)
+    if text is None:
+        raise ProblemError(422, code, f"`{key}` must be a string of characters, without NUL.")
+    return text
+
+
+def _validated_email(body: dict[str, Any]) -> str:
+    email = (_string_field(body, "email", "invalid_email") or "").strip()
+    if len(email) > MAX_EMAIL_LENGTH or not _EMAIL.match(email):
+        raise ProblemError(422, "invalid_email", "`email` must be an email address.")
+    return email
+
+
+def _sign_in_account(email: str) -> str:
+    """How sign-in limits name an account: its email as sign-in matches it (any case), or a
+    digest of a longer one (no account has it, and a rate-limit key must stay short)."""
+    normalised = email.strip().lower()
+    if len(normalised) <= MAX_EMAIL_LENGTH:
+        return normalised
+    return "sha256:" + hashlib.sha256(normalised.encode()).hexdigest()
+
+
+def _set_cookie(response: Response[Any], header_value: str) -> Response[Any]:
+    response.headers["Set-Cookie"] = header_value
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+async def _new_session(
+    con: db.Connection, settings: AuthSettings, user_id: Any
+) -> session_store.NewSession:
+    return await session_store.create_session(
+        con, user_id, settings.session_idle_ttl_seconds, settings.session_absolute_ttl_seconds
+    )
+
+
+def _signed_in(
+    settings: AuthSettings, user: Any, session: session_store.NewSession, status_code: int
+) -> Response[dict[str, Any]]:
+    """The answer of a sign-up or sign-in: the user, the session, and its cookie."""
+    payload = {
+        "user": session_store.user_json(
+            user["id"], user["email"], user["name"], user["created_at"]
+        ),
+        "session": session.json(),
+    }
+    cookie = session_store.session_cookie(
+        settings.public_url, session.token, settings.session_absolute_ttl_seconds
+    )
+    return _set_cookie(Response(payload, status_code=status_code), cookie)
+
+
+@post("/v1/auth/sign-up", status_code=201)
+async def sign_up(
+    request: Request[Any, Any, Any], resources: NamedDependency[Resources]
+) -> Response[dict[str, Any]]:
+    body = await read_json_object(request)
+    email = _validated_email(body)
+    password = _string_field(body, "password", "weak_password") or ""
+    if not passwords.MIN_PASSWORD_LENGTH <= len(password) <= passwords.MAX_PASSWORD_LENGTH:
+        raise ProblemError(
+            422,
+            "weak_password",
+            f"The password needs {passwords.MIN_PASSWORD_LENGTH} to "
+            f"{passwords.MAX_PASSWORD_LENGTH} characters.",
+        )
+    name = _string_field(body, "name", "invalid_name", required=False)
+    if name is not None and len(name) > MAX_NAME_LENGTH:
+        raise ProblemError(
+            422, "invalid_name", f"`name` may have at most {MAX_NAME_LENGTH} characters."
+        )
+    password_hash = await passwords.hash_password(password)
+    settings = resources.settings
+    async with resources.pool.acquire() as con, con.transaction():
+        try:
+            user = await con.fetchrow(
+                """INSERT INTO auth.users (email, name, password_hash) VALUES ($1, $2, $3)
+                   RETURNING id, email, name, created_at""",
+                email,
+                name,
+                password_hash,
+            )
+        except asyncpg.UniqueViolationError as exc:
+            raise ProblemError(409, "email_taken", "An account with this email exists.") from exc
+        assert user is not None
+        session = await _new_session(con, settings, user["id"])
+    log.info("auth.signed_up", user_id=str(user["id"]))
+    return _signed_in(settings, user, session, status_code=201)
+
+
+@post("/v1/auth/sign-in", status_code=200)
+async def sign_in(
+    request: Request[Any, Any, Any], resources: NamedDependency[Resources]
+) -> Response[dict[str, Any]]:
+    body = await read_json_object(request)
+    # No account has an email or password that is not text: such a sign-in just fails.
+    email = storable_text(body.get("email")) or ""
+    password = storable_text(body.get("password")) or ""
+    settings = resources.settings
+    account = _sign_in_account(email)
+    address = request.client.host if request.client else "unknown"
+    # The pair is what one guesser at one address runs into; the account limit is far
+    # higher, and a throttled pair's attempts are not counted, so only failures from many
+    # addresses reach it (a distributed guesser), never one address alone: the owner,
+    # elsewhere, still signs in. The address limit stops one address trying many accounts.
+    pair = f"account_ip:{address}|{account}"
+    subjects = {f"ip:{address}": settings.sign_in_max_failures_per_ip}
+    if account:
+        # An email that is not text names no account: nothing to protect, and one shared
+        # key would let anyone's junk lock every such attempt out.
+        subjects |= {
+            pair: settings.sign_in_max_failures_per_account_and_ip,
+            f"account:{account}": settings.sign_in_max_failures_per_account,
+        }
+    window = settings.sign_in_window_seconds
+    async with resources.pool.acquire() as con:
+        # Counted as a failure up front (and given back if it succeeds): attempts sent at
+        # once cannot each find room under the limit.
+        wait = await ratelimit.take(con, SIGN_IN_FAILURES, subjects, window)
+        if wait is not None:
+            log.info("auth.sign_in_refused", code="rate_limited")
+            raise ProblemError(
+                429,
+                "rate_limited",
+                "Too many failed sign-ins; wait before trying again.",
+                headers={"Retry-After": str(wait)},
+            )
+        user = await con.fetchrow(
+            """SELECT id, email, name, created_at, password_hash, disabled_at FROM auth.users
+               WHERE lower(email) = lower($1)""",
+            email.strip(),
+        )
+    stored_hash = user["password_hash"] if user else None
+    if not await passwords.verify_password(stored_hash, password) or user is None:
+        log.info("auth.sign_in_refused", code="invalid_credentials")
+        raise ProblemError(401, "invalid_credentials", "The email or password is wrong.")
+    if user["disabled_at"] is not None:
+        # Told only to whoever knows the password; it stays counted as a failed attempt.
+        log.info("auth.sign_in_refused", code="account_disabled", user_id=str(user["id"]))
+        raise ProblemError(
+            403,
+            "account_disabled",
+            "This account has been disabled by the operator; it cannot sign in.",
+        )
+    async with resources.pool.acquire() as con, con.transaction():
+        # The owner's own mistakes from here are forgotten; failures others made against
+        # the account stay counted (signing in must not reset a distributed guesser).
+        await ratelimit.reset(con, SIGN_IN_FAILURES, pair)
+        await ratelimit.give_back(con, SIGN_IN_FAILURES, [s for s in subjects if s != pair], window)
+        if passwords.needs_rehash(user["password_hash"]):
+            await con.execute(
+                "UPDATE auth.users SET password_hash = $2 WHERE id = $1",
+                user["id"],
+                await passwords.hash_password(password),
+            )
+        session = await _new_session(con, settings, user["id"])
+    log.info("auth.signed_in", user_id=str(user["id"]))
+    return _signed_in(settings, user, session, status_code=200)
+
+
+@post("/v1/auth/sign-out", status_code=204)
+async def sign_out(
+    request: Request[Any, Any, Any], resources: NamedDependency[Resources]
+) -> Response[None]:
+    credential = presented_credential(request, resources.settings.public_url)
+    if credential and not api_keys.looks_like_api_key(credential):
+        async with resources.pool.acquire() as con:
+            await session_store.revoke_session(con, credential)
+        await resources.announce(CredentialRevoked(credential_sha256=credential_digest(credential)))
+    return _set_cookie(
+        Response(None, status_code=204), session_store.cleared_cookie(resources.settings.public_url)
+    )
+
+
+async def _check(resources: Resources, credential: str | None) -> dict[str, Any]:
+    if not credential:
+        raise ProblemError(401, "session_missing", "Sign in first: no session was sent.")
+    async with resources.pool.acquire() as con:
+        if api_keys.looks_like_api_key(credential):
+            user, session = await api_keys.check(con, credential)
+        else:
+            user, session = await session_store.check_session(
+                con, credential, resources.settings.session_idle_ttl_seconds
+            )
+    return {"user": user, "session": session}
+
+
+async def _signed_in_user(request: Request[Any, Any, Any], resources: Resources) -> dict[str, Any]:
+    checked = await _check(resources, presented_credential(request, resources.settings.public_url))
+    structlog.contextvars.bind_contextvars(user_id=checked["user"]["id"])
+    return dict(checked["user"])
+
+
+@delete("/v1/auth/sessions", status_code=204)
+async def revoke_all_sessions(
+    request: Request[Any, Any, Any], resources: NamedDependency[Resources]
+) -> Response[None]:
+    user = await _signed_in_user(request, resources)
+    async with resources.pool.acquire() as con:
+        await con.execute(
+            "UPDATE auth.sessions SET revoked_at = now() WHERE user_id = $1 AND revoked_at IS NULL",
+            user["id"],
+        )
+    await resources.announce(CredentialRevoked(user_id=user["id"]))
+    log.info("auth.sessions_revoked")
+    return _set_cookie(
+        Response(None, status_code=204), session_store.cleared_cookie(resources.settings.public_url)
+    )
+
+
+@post("/v1/auth/api-keys", status_code=201)
+async def create_api_key(
+    request: Request[Any, Any, Any], resources: NamedDependency[Resources]
+) -> Response[dict[str, Any]]:
+    user = await _signed_in_user(request, resources)
+    body = await read_json_object(request)
+    name = storable_text(body.get("name"))
+    if name is None or not name.strip() or len(name) > api_keys.MAX_NAME_LENGTH:
+        raise ProblemError(
+            422, "invalid_name", f"`name` must be 1 to {api_keys.MAX_NAME_LENGTH} characters."
+        )
+    async with resources.pool.acquire() as con:
+        created = await api_keys.create(con, user["id"], name.strip())
+    log.info("auth.api_key_created", api_key_id=created["id"])
+    return Response(created, status_code=201, headers={"Cache-Control": "no-store"})
+
+
+@get("/v1/auth/api-keys")
+async def list_api_keys(
+    request: Request[Any, Any, Any], resources: NamedDependency[Resources]
+) -> dict[str, Any]:
+    user = await _signed_in_user(request, resources)
+    async with resources.pool.acquire() as con:
+        return {"items": await api_keys.list_for(con, user["id"])}
+
+
+@delete("/v1/auth/api-keys/{key_id:str}", status_code=204)
+async def delete_api_key(
+    request: Request[Any, Any, Any], key_id: FromPath[str], resources: NamedDependency[Resources]
+) -> None:
+    user = await _signed_in_user(request, resources)
+    try:
+        key_uuid = str(uuid.UUID(key_id))
+    except ValueError as exc:
+        raise ProblemError(404, "api_key_not_found", "No such API key.") from exc
+    async with resources.pool.acquire() as con:
+        key_hash = await api_keys.delete(con, user["id"], key_uuid)
+    await resources.announce(CredentialRevoked(credential_sha256=key_hash.hex()))
+    log.info("auth.api_key_deleted", api_key_id=key_uuid)
+
+
+@get("/v1/auth/session")
+async def current_session(
+    request: Request[Any, Any, Any], resources: NamedDependency[Resources]
+) -> dict[str, Any]:
+    return await _check(resources, presented_credential(request, resources.settings.public_url))
+
+
+@post("/internal/v1/sessions/verify", status_code=200, include_in_schema=False)
+async def verify(
+    request: Request[Any, Any, Any], resources: NamedDependency[Resources]
+) -> dict[str, Any]:
+    """Called by gateway and notifier with a service token; never routed by the ingress."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    try:
+        caller = check_service_token(resources.settings.service_secret.get_secret_value(), token)
+    except jwt.InvalidTokenError as exc:
+        if scheme.lower() != "bearer":
+            log.warning("auth.verify_without_service_token")
+        else:
+            log.warning("auth.verify_bad_service_token", error=str(exc))
+        raise ProblemError(
+            403, "service_unauthorized", "A valid service token is required."
+        ) from exc
+    # Callers send no credential longer than MAX_CREDENTIAL_LENGTH; within this limit any
+    # credential gets its answer (unknown ones 401 session_invalid), and callers take the
+    # 413 past it for an unknown credential too, never for auth failing.
+    body = await read_json_object(request, max_bytes=4096)
+    credential = body.get("credential")
+    structlog.contextvars.bind_contextvars(caller=caller)
+    if credential is not None and not isinstance(credential, str):
+        raise ProblemError(401, "session_invalid", "The credential is not a string.")
+    return await _check(resources, credential)
+
+
+route_handlers = [
+    sign_up,
+    sign_in,
+    sign_out,
+    current_session,
+    revoke_all_sessions,
+    create_api_key,
+    list_api_keys,
+    delete_api_key,
+    verify,
+]
