@@ -32,7 +32,7 @@ from prometheus_client import Counter
 
 from mediaflow_gateway.cursors import cursor_key, decode_cursor, encode_cursor
 from mediaflow_gateway.resources import Resources
-from mediaflow_gateway.submission import (
+from mediaflow_gateway.validation import (
     MAX_URL_LENGTH,
     idempotency_key,
     validated_options,

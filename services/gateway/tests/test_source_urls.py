@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mediaflow_gateway.submission import validated_source_url
+from mediaflow_gateway.validation import validated_source_url
 from mediaflow_libs.egress import EgressPolicy
 from mediaflow_libs.problems import ProblemError
 
