@@ -12,7 +12,7 @@ import asyncpg
 import jwt
 import structlog
 from litestar import Request, Response, delete, get, post
-from litestar.di import NamedDependency
+from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath
 
 from mediaflow_auth import api_keys, passwords
@@ -230,17 +230,24 @@ async def _check(resources: Resources, credential: str | None) -> dict[str, Any]
     return {"user": user, "session": session}
 
 
-async def _signed_in_user(request: Request[Any, Any, Any], resources: Resources) -> dict[str, Any]:
+async def signed_in(
+    request: Request[Any, Any, Any], resources: NamedDependency[Resources]
+) -> dict[str, Any]:
+    """The ``signed_in`` dependency of the routes that need a session: the caller's user and
+    session, or 401, before the route reads anything."""
     checked = await _check(resources, presented_credential(request, resources.settings.public_url))
     structlog.contextvars.bind_contextvars(user_id=checked["user"]["id"])
-    return dict(checked["user"])
+    return checked
 
 
-@delete("/v1/auth/sessions", status_code=204)
+_SIGNED_IN = {"signed_in": Provide(signed_in)}
+
+
+@delete("/v1/auth/sessions", status_code=204, dependencies=_SIGNED_IN)
 async def revoke_all_sessions(
-    request: Request[Any, Any, Any], resources: NamedDependency[Resources]
+    signed_in: NamedDependency[dict[str, Any]], resources: NamedDependency[Resources]
 ) -> Response[None]:
-    user = await _signed_in_user(request, resources)
+    user = signed_in["user"]
     async with resources.pool.acquire() as con:
         await con.execute(
             "UPDATE auth.sessions SET revoked_at = now() WHERE user_id = $1 AND revoked_at IS NULL",
@@ -253,11 +260,13 @@ async def revoke_all_sessions(
     )
 
 
-@post("/v1/auth/api-keys", status_code=201)
+@post("/v1/auth/api-keys", status_code=201, dependencies=_SIGNED_IN)
 async def create_api_key(
-    request: Request[Any, Any, Any], resources: NamedDependency[Resources]
+    request: Request[Any, Any, Any],
+    signed_in: NamedDependency[dict[str, Any]],
+    resources: NamedDependency[Resources],
 ) -> Response[dict[str, Any]]:
-    user = await _signed_in_user(request, resources)
+    user = signed_in["user"]
     body = await read_json_object(request)
     name = storable_text(body.get("name"))
     if name is None or not name.strip() or len(name) > api_keys.MAX_NAME_LENGTH:
@@ -270,20 +279,22 @@ async def create_api_key(
     return Response(created, status_code=201, headers={"Cache-Control": "no-store"})
 
 
-@get("/v1/auth/api-keys")
+@get("/v1/auth/api-keys", dependencies=_SIGNED_IN)
 async def list_api_keys(
-    request: Request[Any, Any, Any], resources: NamedDependency[Resources]
+    signed_in: NamedDependency[dict[str, Any]], resources: NamedDependency[Resources]
 ) -> dict[str, Any]:
-    user = await _signed_in_user(request, resources)
+    user = signed_in["user"]
     async with resources.pool.acquire() as con:
         return {"items": await api_keys.list_for(con, user["id"])}
 
 
-@delete("/v1/auth/api-keys/{key_id:str}", status_code=204)
+@delete("/v1/auth/api-keys/{key_id:str}", status_code=204, dependencies=_SIGNED_IN)
 async def delete_api_key(
-    request: Request[Any, Any, Any], key_id: FromPath[str], resources: NamedDependency[Resources]
+    key_id: FromPath[str],
+    signed_in: NamedDependency[dict[str, Any]],
+    resources: NamedDependency[Resources],
 ) -> None:
-    user = await _signed_in_user(request, resources)
+    user = signed_in["user"]
     try:
         key_uuid = str(uuid.UUID(key_id))
     except ValueError as exc:
@@ -294,11 +305,9 @@ async def delete_api_key(
     log.info("auth.api_key_deleted", api_key_id=key_uuid)
 
 
-@get("/v1/auth/session")
-async def current_session(
-    request: Request[Any, Any, Any], resources: NamedDependency[Resources]
-) -> dict[str, Any]:
-    return await _check(resources, presented_credential(request, resources.settings.public_url))
+@get("/v1/auth/session", dependencies=_SIGNED_IN)
+async def current_session(signed_in: NamedDependency[dict[str, Any]]) -> dict[str, Any]:
+    return signed_in
 
 
 @post("/internal/v1/sessions/verify", status_code=200, include_in_schema=False)
