@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal, TypedDict
+from typing import TypedDict
 
 from litestar.openapi.datastructures import ResponseSpec
 
 from mediaflow_libs.problems import PROBLEM_MEDIA_TYPE
+from mediaflow_libs.task_view import Task
 
 
 class Problem(TypedDict):
@@ -16,50 +17,6 @@ class Problem(TypedDict):
     detail: str
     code: str
     request_id: str | None
-
-
-class TaskError(TypedDict):
-    code: str
-    message: str
-
-
-class TaskMedia(TypedDict):
-    title: str | None
-    duration_seconds: float | None
-    width: int | None
-    height: int | None
-    video_codec: str | None
-    audio_codec: str | None
-
-
-class TaskResult(TypedDict):
-    size: int
-    sha256: str
-    content_type: str
-    filename: str
-    media: TaskMedia
-    expires_at: str | None
-
-
-class TaskOptions(TypedDict):
-    quality: int | Literal["best"]
-    mode: Literal["auto", "audio", "mute"]
-    audio_format: Literal["original", "mp3", "opus"]
-
-
-class Task(TypedDict):
-    id: str
-    status: Literal["queued", "running", "succeeded", "failed", "canceled"]
-    progress: int | None
-    bytes_done: int
-    bytes_total: int | None
-    source_url: str
-    attempt: int
-    options: TaskOptions
-    error: TaskError | None
-    result: TaskResult | None
-    created_at: str
-    updated_at: str
 
 
 class TaskEnvelope(TypedDict):

@@ -41,9 +41,10 @@ from mediaflow_gateway.validation import (
 from mediaflow_libs import credits, db, naming, s3, tasks, telemetry
 from mediaflow_libs.problems import ProblemError
 from mediaflow_libs.schemas import Me, TaskEnvelope, TaskPage, problem_responses
-from mediaflow_libs.schemas import Task as TaskView
 from mediaflow_libs.schemas import User as UserView
 from mediaflow_libs.sessions import Identity, require_identity
+from mediaflow_libs.task_view import Task as TaskView
+from mediaflow_libs.task_view import result_filename, task_view
 from mediaflow_libs.web import read_json_object
 
 log = structlog.get_logger(__name__)
@@ -262,7 +263,7 @@ async def get_task(
 ) -> Response[TaskEnvelope]:
     async with resources.pool.acquire() as con:
         row = await _owned_task(con, _task_id(task_id), identity.user_id)
-    task = _view(row)
+    task = task_view(row)
     etag = _etag(task)
     headers = {"ETag": etag, "Cache-Control": "private, no-cache"}
     if _none_match(request.headers.get("if-none-match", ""), etag):
@@ -312,7 +313,7 @@ async def list_tasks(
         else None
     )
     return {
-        "items": [_view(row) for row in page],
+        "items": [task_view(row) for row in page],
         "next_cursor": next_cursor,
     }
 
@@ -335,7 +336,7 @@ async def cancel_task(
     if row is None:
         raise ProblemError(409, "task_finished", "The task has already finished.")
     log.info("task.canceled", task_id=task_id)
-    return {"task": _view(row)}
+    return {"task": task_view(row)}
 
 
 @delete(
@@ -393,18 +394,11 @@ async def download(
         Params={
             "Bucket": resources.settings.s3_bucket,
             "Key": row["object_key"],
-            "ResponseContentDisposition": naming.content_disposition(
-                tasks.task_message(row).result.filename
-            ),
+            "ResponseContentDisposition": naming.content_disposition(result_filename(row)),
         },
         ExpiresIn=resources.settings.download_url_ttl_seconds,
     )
     return Redirect(path=url, status_code=302, headers={"Cache-Control": "no-store"})
-
-
-def _view(row: asyncpg.Record) -> TaskView:
-    """A task row as the API shows it (the JSON of its ``Task`` message)."""
-    return cast(TaskView, tasks.task_json(tasks.task_message(row)))
 
 
 route_handlers = [me, submit_task, get_task, list_tasks, cancel_task, delete_task, download]

@@ -20,7 +20,7 @@ import json
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any, cast
 
 import structlog
@@ -30,7 +30,8 @@ from litestar.types import HTTPResponseBodyEvent, HTTPScope, Receive, Scope, Sen
 from mediaflow_libs.contracts import TaskEvent
 from mediaflow_libs.problems import ProblemError
 from mediaflow_libs.sessions import credential_digest, presented_credential, require_identity
-from mediaflow_libs.tasks import task_json, task_message
+from mediaflow_libs.task_view import task_view
+from mediaflow_libs.tasks import task_json
 from mediaflow_notifier import queries
 from mediaflow_notifier.fanout import Subscriber
 from mediaflow_notifier.metrics import (
@@ -220,7 +221,7 @@ class EventStream:
         else:
             rows = await queries.named_task_snapshots(pool, self._user_id, self._task_ids)
         for row in rows:
-            task = task_json(task_message(row))
+            task = task_view(row)
             yield self._frame(row["event_id"], str(row["id"]), task), "snapshot"
 
     def ping(self) -> None:
@@ -286,7 +287,7 @@ class EventStream:
         self._delivered_count += 1
         _DELIVERED[kind].inc()
 
-    def _frame(self, event_id: int | None, task_id: str, task: dict[str, Any]) -> str:
+    def _frame(self, event_id: int | None, task_id: str, task: Mapping[str, object]) -> str:
         data = json.dumps(task, separators=(",", ":"))  # one line: JSON escapes newlines
         if event_id is None:
             # A task without any stored event: without an id line the client keeps its cursor.
