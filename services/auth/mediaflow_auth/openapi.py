@@ -1,13 +1,13 @@
 """The OpenAPI description of auth's public routes (API.md, "Auth"), for the document the
-gateway publishes at ``/v1/openapi.json``. Written from the contract rather than generated:
-the handlers read their bodies themselves, so Litestar cannot see their shapes."""
+gateway publishes at ``/v1/openapi.json``. The request bodies' schemas are generated from
+their types (:mod:`mediaflow_auth.bodies`); the answers are written from the contract."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from mediaflow_auth import api_keys, passwords
-from mediaflow_auth.routes import MAX_EMAIL_LENGTH, MAX_NAME_LENGTH
+from mediaflow_auth.bodies import CreateApiKey, SignIn, SignUp
+from mediaflow_libs.bodies import body_schema
 from mediaflow_libs.openapi import (
     SECURITY,
     SHARED_SCHEMAS,
@@ -104,32 +104,6 @@ def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-def _credentials(email_description: str) -> dict[str, Any]:
-    return {
-        "type": "object",
-        "required": ["email", "password"],
-        "properties": {
-            "email": {
-                "type": "string",
-                "format": "email",
-                "maxLength": MAX_EMAIL_LENGTH,
-                "description": email_description,
-            },
-            "password": {
-                "type": "string",
-                "minLength": passwords.MIN_PASSWORD_LENGTH,
-                "maxLength": passwords.MAX_PASSWORD_LENGTH,
-            },
-        },
-    }
-
-
-def _sign_up_body() -> dict[str, Any]:
-    schema = _credentials("The account's email address")
-    schema["properties"]["name"] = {"type": ["string", "null"], "maxLength": MAX_NAME_LENGTH}
-    return schema
-
-
 def _with(codes: str, status: int) -> dict[str, Any]:
     response = problem(status)
     response["description"] = f"{response['description']}: {codes}"
@@ -176,7 +150,7 @@ def document(session_cookie: str) -> dict[str, Any]:
                     "409": _with("email_taken", 409),
                     "422": _with("invalid_email, weak_password, invalid_name", 422),
                 },
-                body=json_body(_sign_up_body()),
+                body=json_body(body_schema(SignUp)),
             )
         },
         "/v1/auth/sign-in": {
@@ -194,7 +168,7 @@ def document(session_cookie: str) -> dict[str, Any]:
                     ),
                     "429": _with("rate_limited (failed sign-ins)", 429),
                 },
-                body=json_body(_credentials("The account's email address")),
+                body=json_body(body_schema(SignIn)),
             )
         },
         "/v1/auth/sign-out": {
@@ -237,19 +211,7 @@ def document(session_cookie: str) -> dict[str, Any]:
                     "422": _with("invalid_name", 422),
                 },
                 secured=True,
-                body=json_body(
-                    {
-                        "type": "object",
-                        "required": ["name"],
-                        "properties": {
-                            "name": {
-                                "type": "string",
-                                "minLength": 1,
-                                "maxLength": api_keys.MAX_NAME_LENGTH,
-                            }
-                        },
-                    }
-                ),
+                body=json_body(body_schema(CreateApiKey)),
             ),
             "get": _operation(
                 "AuthListApiKeys",

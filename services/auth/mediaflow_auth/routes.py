@@ -4,7 +4,6 @@ session check gateway and notifier call."""
 from __future__ import annotations
 
 import hashlib
-import re
 import uuid
 from typing import Any
 
@@ -17,9 +16,11 @@ from litestar.params import FromPath
 
 from mediaflow_auth import api_keys, passwords
 from mediaflow_auth import sessions as session_store
+from mediaflow_auth.bodies import MAX_EMAIL_LENGTH, CreateApiKey, SessionCheck, SignIn, SignUp
 from mediaflow_auth.resources import Resources
 from mediaflow_auth.settings import AuthSettings
 from mediaflow_libs import db, ratelimit
+from mediaflow_libs.bodies import read_body
 from mediaflow_libs.contracts import CredentialRevoked
 from mediaflow_libs.problems import ProblemError
 from mediaflow_libs.sessions import (
@@ -27,33 +28,10 @@ from mediaflow_libs.sessions import (
     credential_digest,
     presented_credential,
 )
-from mediaflow_libs.web import read_json_object, storable_text
 
 log = structlog.get_logger(__name__)
 
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$")
-MAX_EMAIL_LENGTH = 254
-MAX_NAME_LENGTH = 200
 SIGN_IN_FAILURES = "auth.sign_in_failures"
-
-
-def _string_field(
-    body: dict[str, Any], key: str, code: str, *, required: bool = True
-) -> str | None:
-    value = body.get(key)
-    if value is None and not required:
-        return None
-    text = storable_text(value)
-    if text is None:
-        raise ProblemError(422, code, f"`{key}` must be a string of characters, without NUL.")
-    return text
-
-
-def _validated_email(body: dict[str, Any]) -> str:
-    email = (_string_field(body, "email", "invalid_email") or "").strip()
-    if len(email) > MAX_EMAIL_LENGTH or not _EMAIL.match(email):
-        raise ProblemError(422, "invalid_email", "`email` must be an email address.")
-    return email
 
 
 def _sign_in_account(email: str) -> str:
@@ -99,30 +77,16 @@ def _signed_in(
 async def sign_up(
     request: Request[Any, Any, Any], resources: NamedDependency[Resources]
 ) -> Response[dict[str, Any]]:
-    body = await read_json_object(request)
-    email = _validated_email(body)
-    password = _string_field(body, "password", "weak_password") or ""
-    if not passwords.MIN_PASSWORD_LENGTH <= len(password) <= passwords.MAX_PASSWORD_LENGTH:
-        raise ProblemError(
-            422,
-            "weak_password",
-            f"The password needs {passwords.MIN_PASSWORD_LENGTH} to "
-            f"{passwords.MAX_PASSWORD_LENGTH} characters.",
-        )
-    name = _string_field(body, "name", "invalid_name", required=False)
-    if name is not None and len(name) > MAX_NAME_LENGTH:
-        raise ProblemError(
-            422, "invalid_name", f"`name` may have at most {MAX_NAME_LENGTH} characters."
-        )
-    password_hash = await passwords.hash_password(password)
+    body = await read_body(request, SignUp)
+    password_hash = await passwords.hash_password(body.password)
     settings = resources.settings
     async with resources.pool.acquire() as con, con.transaction():
         try:
             user = await con.fetchrow(
                 """INSERT INTO auth.users (email, name, password_hash) VALUES ($1, $2, $3)
                    RETURNING id, email, name, created_at""",
-                email,
-                name,
+                body.email,
+                body.name,
                 password_hash,
             )
         except asyncpg.UniqueViolationError as exc:
@@ -137,10 +101,8 @@ async def sign_up(
 async def sign_in(
     request: Request[Any, Any, Any], resources: NamedDependency[Resources]
 ) -> Response[dict[str, Any]]:
-    body = await read_json_object(request)
-    # No account has an email or password that is not text: such a sign-in just fails.
-    email = storable_text(body.get("email")) or ""
-    password = storable_text(body.get("password")) or ""
+    body = await read_body(request, SignIn)
+    email, password = body.email, body.password
     settings = resources.settings
     account = _sign_in_account(email)
     address = request.client.host if request.client else "unknown"
@@ -267,14 +229,9 @@ async def create_api_key(
     resources: NamedDependency[Resources],
 ) -> Response[dict[str, Any]]:
     user = signed_in["user"]
-    body = await read_json_object(request)
-    name = storable_text(body.get("name"))
-    if name is None or not name.strip() or len(name) > api_keys.MAX_NAME_LENGTH:
-        raise ProblemError(
-            422, "invalid_name", f"`name` must be 1 to {api_keys.MAX_NAME_LENGTH} characters."
-        )
+    body = await read_body(request, CreateApiKey)
     async with resources.pool.acquire() as con:
-        created = await api_keys.create(con, user["id"], name.strip())
+        created = await api_keys.create(con, user["id"], body.name)
     log.info("auth.api_key_created", api_key_id=created["id"])
     return Response(created, status_code=201, headers={"Cache-Control": "no-store"})
 
@@ -329,12 +286,9 @@ async def verify(
     # Callers send no credential longer than MAX_CREDENTIAL_LENGTH; within this limit any
     # credential gets its answer (unknown ones 401 session_invalid), and callers take the
     # 413 past it for an unknown credential too, never for auth failing.
-    body = await read_json_object(request, max_bytes=4096)
-    credential = body.get("credential")
     structlog.contextvars.bind_contextvars(caller=caller)
-    if credential is not None and not isinstance(credential, str):
-        raise ProblemError(401, "session_invalid", "The credential is not a string.")
-    return await _check(resources, credential)
+    body = await read_body(request, SessionCheck, max_bytes=4096)
+    return await _check(resources, body.credential)
 
 
 route_handlers = [

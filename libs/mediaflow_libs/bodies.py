@@ -1,0 +1,125 @@
+"""Typed request bodies: each a msgspec Struct whose fields say, beside their type, the
+problem a missing or mistyped value gets (API.md's code for that field). A body is read and
+checked here, one field after another in declaration order (the first bad field is the one
+reported, whatever order the client wrote them in), and the published schema describes it
+from the same type."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import msgspec
+from litestar import Request
+
+from mediaflow_libs.problems import ProblemError
+from mediaflow_libs.web import read_json_object, storable_text
+
+Body = TypeVar("Body", bound=msgspec.Struct)
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """What a field that is missing, of the wrong type, or (``text``) a string that cannot
+    be stored (NUL, a lone surrogate) gets: this problem. A string outside its type's
+    constraints (its length), or that ``check`` refuses (raising ValueError), gets
+    ``out_of_range`` as the detail, when given; ``check`` returns the value to use."""
+
+    status: int
+    code: str
+    detail: str
+    out_of_range: str | None = None
+    check: Callable[[Any], Any] | None = None
+    text: bool = True
+
+    def problem(self, value: Any) -> ProblemError:
+        out_of_range = isinstance(value, str) and storable_text(value) is not None
+        return ProblemError(self.status, self.code, self._detail(out_of_range))
+
+    def _detail(self, out_of_range: bool) -> str:
+        return self.out_of_range if out_of_range and self.out_of_range else self.detail
+
+
+@dataclass(frozen=True)
+class Fallback:
+    """A field that is missing or of the wrong type takes ``value`` instead of being refused
+    (sign-in: a credential that is no text names no account, and simply fails)."""
+
+    value: Any
+    text: bool = True
+
+
+_MISSING = object()
+
+
+def _rule(annotation: Any) -> Refusal | Fallback:
+    for metadata in getattr(annotation, "__metadata__", ()):
+        if isinstance(metadata, Refusal | Fallback):
+            return metadata
+    raise TypeError(f"{annotation!r} names no Refusal or Fallback")
+
+
+def _field_value(raw: dict[str, Any], field: msgspec.structs.FieldInfo) -> Any:
+    if field.encode_name in raw:
+        return raw[field.encode_name]
+    if field.default is not msgspec.NODEFAULT:
+        return field.default
+    return _MISSING
+
+
+def _converted(field: msgspec.structs.FieldInfo, rule: Refusal | Fallback, value: Any) -> Any:
+    try:
+        if value is _MISSING:
+            raise ValueError(f"`{field.encode_name}` is missing")
+        converted = msgspec.convert(value, field.type)
+        if rule.text and isinstance(converted, str) and storable_text(converted) is None:
+            raise ValueError(f"`{field.encode_name}` cannot be stored")
+    except (msgspec.ValidationError, ValueError) as exc:
+        if isinstance(rule, Fallback):
+            return rule.value
+        raise rule.problem(value) from exc
+    return converted
+
+
+def typed_body(
+    body_type: type[Body],
+    raw: dict[str, Any],
+    checks: Mapping[str, Callable[[Any], Any]] | None = None,
+) -> Body:
+    """``raw`` (a JSON object) as ``body_type``, or the first bad field's problem; fields the
+    type does not name are ignored. ``checks`` add rules the deployment decides (a field's
+    own :class:`Refusal` ``check`` otherwise); they may raise a problem of their own."""
+    values: dict[str, Any] = {}
+    for field in msgspec.structs.fields(body_type):
+        rule = _rule(field.type)
+        value = _converted(field, rule, _field_value(raw, field))
+        check = (checks or {}).get(field.name) or getattr(rule, "check", None)
+        if check is not None:
+            try:
+                value = check(value)
+            except ValueError as exc:
+                assert isinstance(rule, Refusal)
+                raise ProblemError(rule.status, rule.code, rule._detail(True)) from exc
+        values[field.name] = value
+    return body_type(**values)
+
+
+async def read_body(
+    request: Request[Any, Any, Any],
+    body_type: type[Body],
+    *,
+    max_bytes: int = 64 * 1024,
+    checks: Mapping[str, Callable[[Any], Any]] | None = None,
+) -> Body:
+    """The request's JSON body as ``body_type``: the problems of
+    :func:`~mediaflow_libs.web.read_json_object`, then of :func:`typed_body`."""
+    raw = await read_json_object(request, max_bytes=max_bytes)
+    return typed_body(body_type, raw, checks)
+
+
+def body_schema(body_type: type[msgspec.Struct]) -> dict[str, Any]:
+    """The JSON Schema of a body type, as an OpenAPI request body's schema (no references:
+    a body's fields are strings, numbers and choices)."""
+    schema: dict[str, Any] = msgspec.json.schema(body_type)
+    return dict(schema["$defs"][body_type.__name__])
