@@ -17,6 +17,9 @@ from mediaflow_libs.problems import ProblemError
 from mediaflow_libs.web import read_json_object, storable_text
 
 Body = TypeVar("Body", bound=msgspec.Struct)
+# The key of a route handler's ``opt`` naming the body type it reads: the published schema
+# describes the route's request body from it.
+TYPED_BODY = "typed_body"
 
 
 @dataclass(frozen=True)

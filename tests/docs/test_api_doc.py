@@ -18,9 +18,9 @@ DOC = stack.REPO_ROOT / "docs" / "api.md"
 ROUTE = re.compile(r"`(GET|POST|PUT|PATCH|DELETE) (/[^`\s?]*)")
 # A status followed by a code, as the tables write them: 404 `task_not_found`.
 STATUS_CODE = re.compile(r"\b([1-5]\d\d) `([a-z][a-z0-9_]+)`")
-# The places a problem's code is written in the code: the exception the services raise, the
-# bodies built by hand, and nginx's own answers.
-RAISED = re.compile(r"ProblemError\(\s*(\d{3}),\s*\"([a-z_]+)\"")
+# The places a problem's code is written in the code: the exception the services raise, a
+# body field's refusal, the bodies built by hand, and nginx's own answers.
+RAISED = re.compile(r"(?:ProblemError|Refusal)\(\s*(\d{3}),\s*\"([a-z_]+)\"")
 BUILT = re.compile(r"problem_(?:body|response)\(\s*(?:(\d{3})|[A-Z0-9_]+),\s*\"([a-z_]+)\"")
 NGINX = re.compile(r"return (\d{3}) '\{[^']*\"code\":\"([a-z_]+)\"")
 FAILED = re.compile(r"\b(?:TaskFailure|Retry)\(\s*\"([a-z_]+)\"")
@@ -30,9 +30,7 @@ def _published_routes() -> set[str]:
     settings = GatewaySettings(
         service_secret="x" * 32, s3_access_key_id="k", s3_secret_access_key="s"
     )
-    document = openapi.published(
-        create_app(settings).openapi_schema.to_schema(), cookie_name(settings.public_url)
-    )
+    document = openapi.published(create_app(settings), cookie_name(settings.public_url))
     return {
         f"{method.upper()} {_shape(path)}"
         for path, item in document["paths"].items()

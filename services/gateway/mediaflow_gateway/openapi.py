@@ -9,9 +9,11 @@ on auth or the notifier answering, and it always matches the code deployed with 
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
 from typing import Any
 
-from litestar import Request, Response, Router, get
+import msgspec
+from litestar import Litestar, Request, Response, Router, get
 from litestar.connection import ASGIConnection
 from litestar.di import NamedDependency
 from litestar.enums import OpenAPIMediaType
@@ -22,10 +24,12 @@ from litestar.openapi.plugins import JsonRenderPlugin
 
 from mediaflow_auth import openapi as auth_openapi
 from mediaflow_gateway.resources import Resources
+from mediaflow_libs.bodies import TYPED_BODY, body_schema
 from mediaflow_libs.openapi import (
     RETRY_AFTER,
     SECURITY,
     SHARED_SCHEMAS,
+    json_body,
     merged,
     problem,
     security_schemes,
@@ -36,12 +40,25 @@ from mediaflow_notifier import openapi as notifier_openapi
 _UNSAFE = ("post", "put", "patch", "delete")
 
 
-def completed(schema: dict[str, Any], session_cookie: str) -> dict[str, Any]:
-    """``schema`` (the gateway's own) with the credentials it accepts, the answers every
-    route can give that its declaration does not list (``Retry-After`` on every 429 and
-    503, 403 on unsafe routes, 415 on JSON bodies), and the conditional GET of a task
-    (``If-None-Match`` → 304)."""
-    schema = copy.deepcopy(schema)
+def _typed_bodies(app: Litestar) -> Iterator[tuple[str, str, type[msgspec.Struct]]]:
+    """Each route that reads a typed body: its path, its method, the body's type."""
+    for route in app.routes:
+        for handler in getattr(route, "route_handlers", ()):
+            body_type = handler.opt.get(TYPED_BODY)
+            if body_type is not None and handler.include_in_schema:
+                for method in handler.http_methods:
+                    yield route.path_format, method.lower(), body_type
+
+
+def completed(app: Litestar, session_cookie: str) -> dict[str, Any]:
+    """The gateway's own schema (Litestar's, of the route declarations) with the request
+    bodies its routes read (generated from their types), the credentials it accepts, the
+    answers every route can give that its declaration does not list (``Retry-After`` on
+    every 429 and 503, 403 on unsafe routes, 415 on JSON bodies), and the conditional GET
+    of a task (``If-None-Match`` → 304)."""
+    schema = app.openapi_schema.to_schema()
+    for path, method, body_type in _typed_bodies(app):
+        schema["paths"][path][method]["requestBody"] = json_body(body_schema(body_type))
     components = schema.setdefault("components", {})
     # The contract's shapes, which every service's description shares.
     components.setdefault("schemas", {}).update(copy.deepcopy(SHARED_SCHEMAS))
@@ -77,10 +94,10 @@ def completed(schema: dict[str, Any], session_cookie: str) -> dict[str, Any]:
     return schema
 
 
-def published(schema: dict[str, Any], session_cookie: str) -> dict[str, Any]:
+def published(app: Litestar, session_cookie: str) -> dict[str, Any]:
     """The document ``/v1/openapi.json`` serves: every public route of the one origin."""
     return merged(
-        completed(schema, session_cookie),
+        completed(app, session_cookie),
         auth_openapi.document(session_cookie),
         notifier_openapi.document(session_cookie),
     )
@@ -92,9 +109,7 @@ async def openapi_schema(
 ) -> Response[bytes]:
     """The published schema (API.md's routes), from a plain route: Litestar's own schema
     router would claim every unknown path beside it and answer them with HTML."""
-    schema = published(
-        request.app.openapi_schema.to_schema(), cookie_name(resources.settings.public_url)
-    )
+    schema = published(request.app, cookie_name(resources.settings.public_url))
     return Response(
         JsonRenderPlugin().render_json(request, schema), media_type=OpenAPIMediaType.OPENAPI_JSON
     )

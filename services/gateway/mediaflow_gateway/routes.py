@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, cast
 
@@ -15,17 +14,7 @@ import structlog
 from litestar import Request, Response, delete, get, post
 from litestar.datastructures import ResponseHeader
 from litestar.di import NamedDependency, Provide
-from litestar.enums import ParamType
-from litestar.openapi.spec import (
-    OpenAPIFormat,
-    OpenAPIMediaType,
-    OpenAPIType,
-    Operation,
-    Parameter,
-    RequestBody,
-    Schema,
-)
-from litestar.params import FromPath, QueryParameter
+from litestar.params import FromPath, HeaderParameter, QueryParameter
 from litestar.response import Redirect
 from opentelemetry import trace
 from prometheus_client import Counter
@@ -33,12 +22,13 @@ from prometheus_client import Counter
 from mediaflow_gateway.cursors import cursor_key, decode_cursor, encode_cursor
 from mediaflow_gateway.resources import Resources
 from mediaflow_gateway.validation import (
-    MAX_URL_LENGTH,
+    SubmitTask,
     idempotency_key,
     validated_options,
     validated_source_url,
 )
 from mediaflow_libs import credits, db, naming, s3, tasks, telemetry
+from mediaflow_libs.bodies import TYPED_BODY, typed_body
 from mediaflow_libs.problems import ProblemError
 from mediaflow_libs.schemas import Me, TaskEnvelope, TaskPage, problem_responses
 from mediaflow_libs.schemas import User as UserView
@@ -117,46 +107,10 @@ async def me(identity: NamedDependency[Identity], resources: NamedDependency[Res
     }
 
 
-@dataclass
-class _SubmitTaskOperation(Operation):
-    """The body and the Idempotency-Key header are read by hand (to answer `invalid_json`,
-    `invalid_url` and `invalid_idempotency_key` as API.md says), so they are declared here."""
-
-    def __post_init__(self) -> None:
-        url = Schema(type=OpenAPIType.STRING, max_length=MAX_URL_LENGTH, format=OpenAPIFormat.URI)
-        choices = {
-            name: Schema(
-                one_of=[
-                    Schema(type=OpenAPIType.STRING, enum=[v for v in values if not v.isdigit()]),
-                    Schema(type=OpenAPIType.INTEGER, enum=[int(v) for v in values if v.isdigit()]),
-                ]
-                if name == "quality"
-                else None,
-                type=None if name == "quality" else OpenAPIType.STRING,
-                enum=None if name == "quality" else list(values),
-                default=tasks.DEFAULT_OPTIONS[name],
-            )
-            for name, values in tasks.OPTION_VALUES.items()
-        }
-        body = Schema(type=OpenAPIType.OBJECT, required=["url"], properties={"url": url, **choices})
-        self.request_body = RequestBody(
-            required=True, content={"application/json": OpenAPIMediaType(schema=body)}
-        )
-        self.parameters = [
-            Parameter(
-                name="Idempotency-Key",
-                param_in=ParamType.HEADER,
-                required=False,
-                description="Repeat-safe submission key (1 to 255 visible ASCII characters)",
-                schema=Schema(type=OpenAPIType.STRING, min_length=1, max_length=255),
-            )
-        ]
-
-
 @post(
     "/v1/tasks",
     status_code=202,
-    operation_class=_SubmitTaskOperation,
+    opt={TYPED_BODY: SubmitTask},
     responses=problem_responses(400, 401, 402, 403, 409, 413, 415, 422, 429, 503),
     response_headers=[
         ResponseHeader(
@@ -168,7 +122,19 @@ class _SubmitTaskOperation(Operation):
     ],
 )
 async def submit_task(
-    request: Request[Any, Any, Any], resources: NamedDependency[Resources]
+    request: Request[Any, Any, Any],
+    resources: NamedDependency[Resources],
+    # Declared for the published schema only: the route reads every value the header has
+    # (two keys are refused), and answers API.md's code for a bad one.
+    declared_key: Annotated[
+        str | None,
+        HeaderParameter(
+            name="Idempotency-Key",
+            description="Repeat-safe submission key (1 to 255 visible ASCII characters)",
+            # A header has a value when sent, never null.
+            schema_extra={"type": "string", "oneOf": None, "minLength": 1, "maxLength": 255},
+        ),
+    ] = None,
 ) -> Response[TaskEnvelope]:
     # The job carries this span's context, so the worker's trace continues the request's
     # (and the caller's, when it sent a W3C `traceparent`).
@@ -203,16 +169,19 @@ async def _submit(
     """The task for this submission and whether it already existed (same Idempotency-Key)."""
     # Read from the headers, not declared as a parameter, so that its errors are ours.
     key = idempotency_key(request.headers.getall("idempotency-key", []))
-    body = await read_json_object(request)
-    source_url = validated_source_url(body.get("url"), resources.settings.egress)
-    options = validated_options(body)
+    raw = await read_json_object(request)
     settings = resources.settings
+    body = typed_body(
+        SubmitTask, raw, {"url": lambda url: validated_source_url(url, settings.egress)}
+    )
+    options = validated_options(body)
+    # The body as sent, unknown fields too: a repeat must be the same request.
     request_hash = (
-        hashlib.sha256(json.dumps(body, sort_keys=True).encode()).digest() if key else None
+        hashlib.sha256(json.dumps(raw, sort_keys=True).encode()).digest() if key else None
     )
     submission = await resources.submitter.submit(
         user_id=identity.user_id,
-        source_url=source_url,
+        source_url=body.url,
         idempotency_key=key,
         request_hash=request_hash,
         options=options,

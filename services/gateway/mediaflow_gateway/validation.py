@@ -4,10 +4,14 @@ its Idempotency-Key (API.md, "Tasks")."""
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Annotated, Literal
 from urllib.parse import urlsplit, urlunsplit
 
+import msgspec
+from msgspec import Meta
+
 from mediaflow_libs import egress, tasks
+from mediaflow_libs.bodies import Refusal
 from mediaflow_libs.egress import EgressPolicy
 from mediaflow_libs.problems import ProblemError
 from mediaflow_libs.web import storable_text
@@ -16,6 +20,31 @@ MAX_URL_LENGTH = 2048
 IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 # Exactly the characters for which str.isspace() holds, and the C0 controls.
 SPACE_OR_CONTROL = re.compile(r"[\s\x00-\x1f]")
+
+
+def _one_of(option: str) -> Refusal:
+    # A height is a JSON number (true is not 1); "720" is not a height.
+    shown = ", ".join(f'"{v}"' if not v.isdigit() else v for v in tasks.OPTION_VALUES[option])
+    return Refusal(422, "invalid_options", f"`{option}` must be one of {shown}.")
+
+
+class SubmitTask(msgspec.Struct):
+    """A media link to fetch, and what to keep of it."""
+
+    # The URL's own rules are validated_source_url's: they depend on the deployment's
+    # egress rule.
+    url: Annotated[
+        str,
+        Meta(extra_json_schema={"format": "uri", "maxLength": MAX_URL_LENGTH}),
+        Refusal(422, "invalid_url", "`url` must be a non-empty string of characters."),
+    ]
+    quality: Annotated[
+        Literal["best", 2160, 1440, 1080, 720, 480, 360, 240, 144], _one_of("quality")
+    ] = "best"
+    mode: Annotated[Literal["auto", "audio", "mute"], _one_of("mode")] = "auto"
+    audio_format: Annotated[Literal["original", "mp3", "opus"], _one_of("audio_format")] = (
+        "original"
+    )
 
 
 def validated_source_url(value: object, policy: EgressPolicy = egress.PUBLIC_ONLY) -> str:
@@ -70,23 +99,10 @@ def validated_source_url(value: object, policy: EgressPolicy = egress.PUBLIC_ONL
     return urlunsplit((parts.scheme.lower(), netloc, parts.path or "/", parts.query, ""))
 
 
-def validated_options(body: dict[str, Any]) -> dict[str, str]:
-    """API.md's options with defaults filled in, or 422 ``invalid_options``."""
-    options = dict(tasks.DEFAULT_OPTIONS)
-    for name, allowed in tasks.OPTION_VALUES.items():
-        if name not in body:
-            continue
-        value = body[name]
-        # A height is a JSON number (true is not 1); "720" is not a height.
-        text: str | None = None
-        if name == "quality" and isinstance(value, int) and not isinstance(value, bool):
-            text = str(value)
-        elif isinstance(value, str) and not value.isdigit():
-            text = value
-        if text is None or text not in allowed:
-            shown = ", ".join(f'"{v}"' if not v.isdigit() else v for v in allowed)
-            raise ProblemError(422, "invalid_options", f"`{name}` must be one of {shown}.")
-        options[name] = text
+def validated_options(body: SubmitTask) -> dict[str, str]:
+    """API.md's options as the task stores them, or 422 ``invalid_options`` for a choice
+    that needs another."""
+    options = {"quality": str(body.quality), "mode": body.mode, "audio_format": body.audio_format}
     if options["audio_format"] != "original" and options["mode"] != "audio":
         raise ProblemError(
             422, "invalid_options", '`audio_format` other than "original" needs `mode: "audio"`.'

@@ -399,7 +399,12 @@ async def test_openapi_schema_describes_the_public_routes(gateway: httpx.AsyncCl
         "/v1/tasks/{task_id}/download",
     }
     submit = schema["paths"]["/v1/tasks"]["post"]
-    assert submit["requestBody"]["content"]["application/json"]["schema"]["required"] == ["url"]
+    body = submit["requestBody"]["content"]["application/json"]["schema"]
+    assert body["required"] == ["url"]
+    # Generated from the body's type: every field it reads, each option with its choices.
+    assert set(body["properties"]) == {"url", "quality", "mode", "audio_format"}
+    assert "best" in body["properties"]["quality"]["enum"]
+    assert "Idempotency-Key" in {parameter["name"] for parameter in submit["parameters"]}
     assert {"202", "400", "401", "402", "409", "413", "422", "429", "503"} <= set(
         submit["responses"]
     )
