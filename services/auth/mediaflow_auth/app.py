@@ -19,10 +19,10 @@ from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath
 
-from mediaflow_auth import api_keys, passwords
+from mediaflow_auth import api_keys, passwords, ratelimit
 from mediaflow_auth import sessions as session_store
 from mediaflow_auth.settings import AuthSettings
-from mediaflow_libs import amqp, db, ratelimit
+from mediaflow_libs import amqp, db
 from mediaflow_libs.amqp import Topology
 from mediaflow_libs.contracts import CredentialRevoked
 from mediaflow_libs.logging import configure_logging

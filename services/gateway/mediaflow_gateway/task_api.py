@@ -33,12 +33,12 @@ from prometheus_client import Counter
 
 from mediaflow_gateway.cursors import cursor_key, decode_cursor, encode_cursor
 from mediaflow_gateway.resources import Resources
+from mediaflow_gateway.schemas import Me, TaskEnvelope, TaskPage, problem_responses
+from mediaflow_gateway.schemas import Task as TaskView
+from mediaflow_gateway.schemas import User as UserView
 from mediaflow_libs import credits, db, egress, naming, s3, tasks, telemetry
 from mediaflow_libs.egress import EgressPolicy
 from mediaflow_libs.problems import ProblemError
-from mediaflow_libs.schemas import Me, TaskEnvelope, TaskPage, problem_responses
-from mediaflow_libs.schemas import Task as TaskView
-from mediaflow_libs.schemas import User as UserView
 from mediaflow_libs.sessions import Identity, require_identity
 from mediaflow_libs.web import read_json_object, storable_text
 
