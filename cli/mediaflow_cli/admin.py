@@ -26,7 +26,8 @@ import aio_pika
 import asyncpg
 from pydantic import Field, ValidationError
 
-from mediaflow_libs import accounts, credits
+from mediaflow_cli import accounts
+from mediaflow_libs import credits
 from mediaflow_libs.amqp import Topology
 from mediaflow_libs.contracts import CredentialRevoked
 from mediaflow_libs.settings import CreditSettings
