@@ -25,15 +25,12 @@ from mediaflow_auth.settings import AuthSettings
 from mediaflow_libs import amqp, db
 from mediaflow_libs.amqp import Topology
 from mediaflow_libs.contracts import CredentialRevoked
+from mediaflow_libs.credentials import credential_digest, presented_credential
+from mediaflow_libs.csrf import refuse_cross_site
 from mediaflow_libs.logging import configure_logging
 from mediaflow_libs.problems import ProblemError, exception_handlers
-from mediaflow_libs.sessions import (
-    announce_revocation,
-    check_service_token,
-    credential_digest,
-    presented_credential,
-    refuse_cross_site,
-)
+from mediaflow_libs.revocations import announce_revocation
+from mediaflow_libs.service_tokens import check_service_token
 from mediaflow_libs.web import (
     around_routing,
     health_routes,

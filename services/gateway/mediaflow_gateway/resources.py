@@ -8,7 +8,7 @@ from aio_pika.abc import AbstractRobustConnection
 
 from mediaflow_gateway.settings import GatewaySettings
 from mediaflow_libs.amqp import Topology
-from mediaflow_libs.sessions import SessionClient
+from mediaflow_libs.session_client import SessionClient
 from mediaflow_libs.tasks import Submitter
 
 

@@ -39,7 +39,7 @@ from mediaflow_gateway.schemas import User as UserView
 from mediaflow_libs import credits, db, egress, naming, s3, tasks, telemetry
 from mediaflow_libs.egress import EgressPolicy
 from mediaflow_libs.problems import ProblemError
-from mediaflow_libs.sessions import Identity, require_identity
+from mediaflow_libs.session_client import Identity, require_identity
 from mediaflow_libs.web import read_json_object, storable_text
 
 log = structlog.get_logger(__name__)

@@ -16,9 +16,11 @@ from litestar.datastructures import State
 from litestar.di import Provide
 
 from mediaflow_libs import amqp, db
+from mediaflow_libs.csrf import refuse_cross_site
 from mediaflow_libs.logging import configure_logging
 from mediaflow_libs.problems import exception_handlers
-from mediaflow_libs.sessions import SessionClient, listen_for_revocations, refuse_cross_site
+from mediaflow_libs.revocations import listen_for_revocations
+from mediaflow_libs.session_client import SessionClient
 from mediaflow_libs.web import ReadinessCheck, around_routing, health_routes, serve
 from mediaflow_notifier import sse
 from mediaflow_notifier.fanout import Fanout

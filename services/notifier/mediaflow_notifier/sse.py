@@ -28,8 +28,9 @@ from litestar import Request, asgi
 from litestar.types import HTTPResponseBodyEvent, HTTPScope, Receive, Scope, Send
 
 from mediaflow_libs.contracts import TaskEvent
+from mediaflow_libs.credentials import credential_digest, presented_credential
 from mediaflow_libs.problems import ProblemError
-from mediaflow_libs.sessions import credential_digest, presented_credential, require_identity
+from mediaflow_libs.session_client import require_identity
 from mediaflow_libs.tasks import task_json, task_message
 from mediaflow_notifier import queries
 from mediaflow_notifier.fanout import Subscriber
