@@ -21,6 +21,7 @@ from litestar.openapi.plugins import JsonRenderPlugin
 from mediaflow_gateway import openapi, task_api, web_page
 from mediaflow_gateway.resources import Resources
 from mediaflow_gateway.settings import GatewaySettings
+from mediaflow_gateway.submissions import Submitter
 from mediaflow_libs import amqp, db, s3
 from mediaflow_libs.credentials import cookie_name
 from mediaflow_libs.csrf import refuse_cross_site
@@ -29,7 +30,6 @@ from mediaflow_libs.outbox import OutboxRelay
 from mediaflow_libs.problems import exception_handlers
 from mediaflow_libs.revocations import listen_for_revocations
 from mediaflow_libs.session_client import Identity, SessionClient, require_identity
-from mediaflow_libs.tasks import Submitter
 from mediaflow_libs.telemetry import configure_tracing
 from mediaflow_libs.web import (
     around_routing,

@@ -7,9 +7,9 @@ import asyncpg
 from aio_pika.abc import AbstractRobustConnection
 
 from mediaflow_gateway.settings import GatewaySettings
+from mediaflow_gateway.submissions import Submitter
 from mediaflow_libs.amqp import Topology
 from mediaflow_libs.session_client import SessionClient
-from mediaflow_libs.tasks import Submitter
 
 
 @dataclass

@@ -18,7 +18,7 @@ from typing import Any, Literal
 import structlog
 from opentelemetry import trace
 
-from mediaflow_libs import tasks
+from mediaflow_libs import task_transitions, tasks
 from mediaflow_libs.s3 import delete_prefix
 from mediaflow_worker import cache, journal, lease
 from mediaflow_worker.backoff import delay_queue_ms
@@ -103,7 +103,7 @@ async def _claim(delivery: Delivery, resources: Resources) -> Claimed | Held | E
             con, task_id, settings.retry_max_attempts, settings.lease_seconds
         )
         if isinstance(claimed, Claimed):
-            await tasks.transition(
+            await task_transitions.transition(
                 con,
                 resources.topology,
                 task_id,

@@ -9,7 +9,7 @@ from typing import Any
 
 import structlog
 
-from mediaflow_libs import db, tasks
+from mediaflow_libs import db, task_transitions, tasks
 from mediaflow_worker import journal, lease
 from mediaflow_worker.lease import LeaseLost, TaskWithdrawn
 from mediaflow_worker.metrics import BYTES_STREAMED
@@ -59,7 +59,7 @@ class Progress:
             async with self.resources.pool.acquire() as con, con.transaction():
                 if not await lease.holds(con, self.task_id, self.token):
                     raise LeaseLost
-                row = await tasks.transition(
+                row = await task_transitions.transition(
                     con,
                     self.resources.topology,
                     self.task_id,

@@ -9,7 +9,8 @@ import uuid
 import asyncpg
 import pytest
 
-from mediaflow_libs import credits, tasks
+from mediaflow_gateway import submissions
+from mediaflow_libs import credits
 from mediaflow_libs.amqp import Topology
 
 
@@ -18,8 +19,8 @@ def topology(infra) -> Topology:  # type: ignore[no-untyped-def]
     return Topology(infra.amqp_namespace)
 
 
-def _submitter(db_pool: asyncpg.Pool, topology: Topology) -> tasks.Submitter:
-    return tasks.Submitter(
+def _submitter(db_pool: asyncpg.Pool, topology: Topology) -> submissions.Submitter:
+    return submissions.Submitter(
         db_pool, topology, cost=1, signup_credits=0, submits_per_window=100, window_seconds=60
     )
 
@@ -32,7 +33,7 @@ async def _user_with(db_pool: asyncpg.Pool, balance: int) -> str:
 
 
 def _batches_written() -> float:
-    (metric,) = tasks.SUBMISSION_BATCH_SIZE.collect()
+    (metric,) = submissions.SUBMISSION_BATCH_SIZE.collect()
     return next(s.value for s in metric.samples if s.name.endswith("_count"))
 
 
@@ -76,7 +77,7 @@ async def test_submissions_sent_together_share_transactions_but_not_outcomes(
 async def test_a_refused_submission_writes_nothing_and_uses_no_rate_limit_slot(
     db_pool: asyncpg.Pool, topology: Topology
 ) -> None:
-    submitter = tasks.Submitter(
+    submitter = submissions.Submitter(
         db_pool, topology, cost=1, signup_credits=0, submits_per_window=2, window_seconds=60
     )
     user = await _user_with(db_pool, 1)
