@@ -28,17 +28,13 @@ from mediaflow_libs.contracts import CredentialRevoked
 from mediaflow_libs.credentials import credential_digest, presented_credential
 from mediaflow_libs.csrf import refuse_cross_site
 from mediaflow_libs.logging import configure_logging
+from mediaflow_libs.operator_routes import health_routes
 from mediaflow_libs.problems import ProblemError, exception_handlers
+from mediaflow_libs.request_bodies import read_json_object, storable_text
 from mediaflow_libs.revocations import announce_revocation
+from mediaflow_libs.routing import around_routing, internal_routes_on_their_own_port
 from mediaflow_libs.service_tokens import check_service_token
-from mediaflow_libs.web import (
-    around_routing,
-    health_routes,
-    internal_routes_on_their_own_port,
-    read_json_object,
-    serve,
-    storable_text,
-)
+from mediaflow_libs.serving import serve
 
 log = structlog.get_logger(__name__)
 

@@ -26,16 +26,14 @@ from mediaflow_libs import amqp, db, s3
 from mediaflow_libs.credentials import cookie_name
 from mediaflow_libs.csrf import refuse_cross_site
 from mediaflow_libs.logging import configure_logging
+from mediaflow_libs.operator_routes import health_routes
 from mediaflow_libs.outbox import OutboxRelay
 from mediaflow_libs.problems import exception_handlers
 from mediaflow_libs.revocations import listen_for_revocations
+from mediaflow_libs.routing import around_routing
+from mediaflow_libs.serving import serve
 from mediaflow_libs.session_client import Identity, SessionClient, require_identity
 from mediaflow_libs.telemetry import configure_tracing
-from mediaflow_libs.web import (
-    around_routing,
-    health_routes,
-    serve,
-)
 
 
 def _resources(state: State) -> Resources:

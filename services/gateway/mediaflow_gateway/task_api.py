@@ -39,8 +39,8 @@ from mediaflow_gateway.schemas import User as UserView
 from mediaflow_libs import credits, db, egress, naming, s3, task_transitions, tasks, telemetry
 from mediaflow_libs.egress import EgressPolicy
 from mediaflow_libs.problems import ProblemError
+from mediaflow_libs.request_bodies import read_json_object, storable_text
 from mediaflow_libs.session_client import Identity, require_identity
-from mediaflow_libs.web import read_json_object, storable_text
 
 log = structlog.get_logger(__name__)
 tracer = trace.get_tracer("mediaflow.gateway")

@@ -18,10 +18,12 @@ from litestar.di import Provide
 from mediaflow_libs import amqp, db
 from mediaflow_libs.csrf import refuse_cross_site
 from mediaflow_libs.logging import configure_logging
+from mediaflow_libs.operator_routes import ReadinessCheck, health_routes
 from mediaflow_libs.problems import exception_handlers
 from mediaflow_libs.revocations import listen_for_revocations
+from mediaflow_libs.routing import around_routing
+from mediaflow_libs.serving import serve
 from mediaflow_libs.session_client import SessionClient
-from mediaflow_libs.web import ReadinessCheck, around_routing, health_routes, serve
 from mediaflow_notifier import sse
 from mediaflow_notifier.fanout import Fanout
 from mediaflow_notifier.heartbeat import Heartbeat
