@@ -5,13 +5,26 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
 
+from libs.tests.support import private_database
 from mediaflow_gateway import submissions
-from mediaflow_libs import credits
+from mediaflow_libs import credits, db
 from mediaflow_libs.amqp import Topology
+from mediaflow_libs.migrate import apply_migrations
+
+
+@pytest.fixture(scope="module")
+async def db_pool(infra) -> AsyncIterator[asyncpg.Pool]:  # type: ignore[no-untyped-def]
+    """A database of these tests' own: the gateway other tests serve runs an outbox relay on
+    the shared one, which would publish (and delete) the jobs counted here."""
+    async with private_database(infra, "submissions") as url:
+        await apply_migrations(url)
+        async with db.open_pool(url, size=5) as pool:
+            yield pool
 
 
 @pytest.fixture
