@@ -13,7 +13,7 @@ import os
 import re
 import signal
 import subprocess
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -97,6 +97,16 @@ def listed_files(playlist: Path) -> list[str]:
     return init + segments
 
 
+def parts_recorded(pool: asyncpg.Pool, task_id: str, count: int) -> Callable[[], Awaitable[bool]]:
+    async def recorded() -> bool:
+        found = await pool.fetchval(
+            "SELECT count(*) FROM media.task_upload_parts WHERE task_id = $1", task_id
+        )
+        return bool(found >= count)
+
+    return recorded
+
+
 def concatenation(directory: Path, names: list[str]) -> bytes:
     return b"".join((directory / name).read_bytes() for name in names)
 
@@ -119,7 +129,8 @@ def resumed_from(origin: SegmentOrigin, names: list[str]) -> tuple[int, int]:
 class SegmentOrigin:
     """``root`` over HTTP on 127.0.0.1 (``Range: bytes=a-[b]`` honoured), with a log of
     every request and its ``Range``; ``refuse[path]`` answers that many requests 503,
-    ``playlists[path]`` is served instead of the file (``on_refused`` runs at each
+    ``ranges`` False answers every request with the whole file; ``playlists[path]`` is
+    served instead of the file (``on_refused`` runs at each
     refusal); ``pause`` between writes."""
 
     root: Path
@@ -128,7 +139,8 @@ class SegmentOrigin:
     refuse: dict[str, int] = field(default_factory=dict)
     playlists: dict[str, str] = field(default_factory=dict)
     pause: float = 0.0
-    on_refused: Callable[[], None] | None = None
+    ranges: bool = True  # False: every answer is the whole file, whatever was asked
+    on_refused: Callable[[], Awaitable[None]] | None = None
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}/{path}"
@@ -142,7 +154,7 @@ class SegmentOrigin:
         if self.refuse.get(request.path, 0) > 0:
             self.refuse[request.path] -= 1
             if self.on_refused is not None:
-                self.on_refused()
+                await self.on_refused()
             return web.Response(status=503, text="busy")
         if request.path in self.playlists:
             return web.Response(
@@ -154,7 +166,7 @@ class SegmentOrigin:
         body = path.read_bytes()
         start, end, status = 0, len(body), 200
         wanted = re.fullmatch(r"bytes=(\d+)-(\d*)", request.headers.get("Range", ""))
-        if wanted:
+        if wanted and self.ranges:
             start = int(wanted[1])
             end = int(wanted[2]) + 1 if wanted[2] else len(body)
             status = 206
@@ -355,7 +367,9 @@ async def test_ts_segments_two_streams_and_a_stream_left_out_are_still_muxed(
     await remove_stored(s3, worker.settings.s3_bucket, task)
 
 
+@pytest.mark.parametrize("ranges", [True, False])
 async def test_an_attempt_that_fails_midway_goes_on_at_the_segment_its_parts_end_in(
+    ranges: bool,
     worker: Worker,
     submit: Submit,
     origin: SegmentOrigin,
@@ -368,7 +382,14 @@ async def test_an_attempt_that_fails_midway_goes_on_at_the_segment_its_parts_end
     whole = concatenation(origin.root, names)
     assert len(whole) > 4 * part, "the stream spans several parts"
     origin.refuse["/a4.m4s"] = 1  # the first attempt stops there: a3's bytes and before stored
+
+    async def two_parts_stored() -> None:
+        await eventually(parts_recorded(db_pool, task.task_id, 2))
+
+    origin.on_refused = two_parts_stored
+    origin.ranges = ranges
     across = counted("worker_resumes_total", kind="across_attempts")
+    refetched = counted("worker_bytes_refetched_total")
     task = await submit(origin.url("a.m3u8"))
     row = await finished(db_pool, task.task_id)
     assert (row["status"], row["attempt"]) == ("succeeded", 2), row["error_message"]
@@ -377,7 +398,7 @@ async def test_an_attempt_that_fails_midway_goes_on_at_the_segment_its_parts_end
     assert await stored_bytes(s3, bucket, row) == whole
     assert counted("worker_resumes_total", kind="across_attempts") == across + 1
     # The second attempt asks for the segment the stored parts end in, from where they end
-    # (a3's bytes and before were handed on: at least two whole parts were stored).
+    # (a4 is refused once two parts are stored).
     at, stored = resumed_from(origin, names)
     assert stored >= 2 * part and stored % part == 0
     assert at <= names.index("a3.m4s")
@@ -385,6 +406,11 @@ async def test_an_attempt_that_fails_midway_goes_on_at_the_segment_its_parts_end
     for name in names[1:at]:
         assert origin.fetched(name) == [None]
     assert origin.fetched("a-init.mp4") == [None, None]
+    # A source that ignores the range sends that segment whole: its stored prefix is
+    # dropped, and counted as fetched twice.
+    prefix = stored - sum((origin.root / name).stat().st_size for name in names[:at])
+    if not ranges:
+        assert counted("worker_bytes_refetched_total") - refetched >= prefix
     # The file is the same to a user as one stored in one go.
     found = await probed(s3, bucket, row, tmp_path)
     assert set(streams(found)) == {"video", "audio"}
@@ -419,7 +445,7 @@ async def test_a_playlist_changed_between_attempts_is_stored_again_from_its_firs
     replaced = (origin.root / "b.m3u8").read_text()
     origin.playlists["/live.m3u8"] = first
 
-    def replace_playlist() -> None:
+    async def replace_playlist() -> None:
         # The first attempt stops at a4; by the next, the playlist lists other segments.
         origin.playlists["/live.m3u8"] = replaced
 
@@ -453,16 +479,10 @@ async def test_a_worker_killed_mid_stream_is_taken_over_at_the_segment_its_parts
     names = listed_files(origin.root / "a.m3u8")
     whole = concatenation(origin.root, names)
 
-    async def two_parts_recorded() -> bool:
-        recorded = await db_pool.fetchval(
-            "SELECT count(*) FROM media.task_upload_parts WHERE task_id = $1", task.task_id
-        )
-        return bool(recorded >= 2)
-
     async with own_namespace(infra, db_pool, topology):
         async with worker_process(doomed, tmp_path / "doomed.log") as process:
             task = await create_task(db_pool, channel, topology, origin.url("a.m3u8"))
-            await eventually(two_parts_recorded)
+            await eventually(parts_recorded(db_pool, task.task_id, 2))
             async with running(survivor, asyncio.Event()):
                 os.killpg(process.pid, signal.SIGKILL)  # no shutdown, no abort: a dead node
                 process.wait()
