@@ -298,6 +298,47 @@ async def test_the_audio_of_a_dash_manifest_is_stored_as_its_representation_as_a
     await remove_stored(s3, bucket, task)
 
 
+ONE_REPRESENTATION = """<?xml version="1.0" encoding="utf-8"?>
+<MPD xmlns="urn:mpeg:dash:schema:mpd:2011" profiles="urn:mpeg:dash:profile:isoff-live:2011"
+     type="static" mediaPresentationDuration="PT{seconds}S" minBufferTime="PT2S">
+  <Period id="0" start="PT0S">
+    <AdaptationSet id="0" contentType="video" segmentAlignment="true">
+      <Representation id="both" mimeType="video/mp4" codecs="avc1.42c01e,mp4a.40.2"
+                      bandwidth="300000" width="640" height="360">
+        <SegmentTemplate timescale="1" duration="1" startNumber="0"
+                         initialization="init.mp4" media="index$Number$.m4s" />
+      </Representation>
+    </AdaptationSet>
+  </Period>
+</MPD>
+"""
+
+
+async def test_a_dash_representation_holding_both_streams_is_stored_as_it_is(
+    worker: Worker,
+    submit: Submit,
+    media_origin: MediaOrigin,
+    db_pool: asyncpg.Pool,
+    s3: Any,
+    tmp_path: Path,
+) -> None:
+    """The fMP4 playlist's files (video and audio in each), named by an MPD instead."""
+    directory = media_origin.root / "fmp4"
+    (directory / "both.mpd").write_text(ONE_REPRESENTATION.format(seconds=DURATION))
+    muxed_before = muxes("dash")
+    task = await submit(media_origin.url("fmp4/both.mpd"))
+    row = await finished(db_pool, task.task_id)
+    assert row["status"] == "succeeded", row["error_message"]
+    assert muxes("dash") == muxed_before
+    whole = concatenation(directory, listed_files(directory / "index.m3u8"))
+    assert row["result_sha256"] == hashlib.sha256(whole).hexdigest()
+    assert row["result_content_type"] == "video/mp4"
+    found = await probed(s3, worker.settings.s3_bucket, row, tmp_path)
+    assert set(streams(found)) == {"video", "audio"}
+    assert abs(row["result_media"]["duration_seconds"] - DURATION) < 0.5
+    await remove_stored(s3, worker.settings.s3_bucket, task)
+
+
 async def test_an_aes_encrypted_fmp4_playlist_is_stored_decrypted(
     worker: Worker,
     submit: Submit,
