@@ -1,5 +1,5 @@
 """The baseline of ``bench/gateway_submit.py``: a bare Litestar endpoint that reads a JSON
-body and does one asyncpg INSERT, on the gateway's own server stack (``mediaflow_libs.web
+body and does one asyncpg INSERT, on the gateway's own server stack (``mediaflow_libs.serving
 .serve``: uvicorn with uvloop and httptools, one process) and pool (``mediaflow_libs.db``,
 ``DATABASE_POOL_SIZE`` connections).
 
@@ -20,8 +20,8 @@ from typing import Any
 from litestar import Litestar, Request, post
 
 from mediaflow_libs import db
+from mediaflow_libs.serving import serve
 from mediaflow_libs.settings import ServiceSettings
-from mediaflow_libs.web import serve
 
 DATABASE_URL = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/mediaflow")
 POOL_SIZE = int(os.environ.get("DATABASE_POOL_SIZE", "10"))

@@ -55,11 +55,11 @@ import psutil
 from results import Result, write_json
 
 from mediaflow_gateway.settings import GatewaySettings
+from mediaflow_gateway.submissions import Submitter
 from mediaflow_libs import amqp, db
 from mediaflow_libs.amqp import Topology, delete_topology
 from mediaflow_libs.migrate import apply_migrations, create_database_if_missing
 from mediaflow_libs.outbox import OutboxRelay
-from mediaflow_libs.tasks import Submitter
 
 # Run as a plain script: the repository's top-level devstack package is not installed.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))

@@ -28,7 +28,7 @@ import asyncpg
 import psutil
 from pydantic import SecretStr
 
-from mediaflow_libs import credits, db, outbox, tasks
+from mediaflow_libs import credits, db, outbox, task_transitions, tasks
 from mediaflow_libs.amqp import Topology, delete_topology
 from mediaflow_libs.contracts import Job
 from mediaflow_libs.logging import configure_logging
@@ -212,7 +212,7 @@ async def submit_and_wait(world: Bench, url: str, within: float) -> Outcome:
                 url,
             )
             await credits.charge(con, user_id, task_id, 1)
-            await tasks.record_event(con, topology, row)
+            await task_transitions.record_event(con, topology, row)
             await outbox.enqueue(
                 con,
                 exchange=topology.jobs_exchange,

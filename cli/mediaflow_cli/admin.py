@@ -26,7 +26,8 @@ import aio_pika
 import asyncpg
 from pydantic import Field, ValidationError
 
-from mediaflow_libs import accounts, credits
+from mediaflow_cli import accounts
+from mediaflow_libs import credits
 from mediaflow_libs.amqp import Topology
 from mediaflow_libs.contracts import CredentialRevoked
 from mediaflow_libs.settings import CreditSettings
@@ -187,7 +188,7 @@ async def _set_disabled(args: argparse.Namespace, settings: AdminSettings, disab
 async def _announce(settings: AdminSettings, user_id: str) -> None:
     # Imported here: the sessions module brings the web framework, a second to import, and
     # only this command needs it.
-    from mediaflow_libs.sessions import announce_revocation
+    from mediaflow_libs.revocations import announce_revocation
 
     try:
         async with asyncio.timeout(CONNECT_TIMEOUT_SECONDS):

@@ -94,6 +94,11 @@ def resolve(url: str | None) -> tuple[str, dict[str, str]]:
     return base_url, {}
 
 
+def api_for(url: str | None) -> Api:
+    """A client of the origin :func:`resolve` picks for ``url``, with its credential."""
+    return Api(*resolve(url))
+
+
 @dataclass
 class Saved:
     path: Path

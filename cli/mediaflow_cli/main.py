@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import httpx
 
-from mediaflow_cli import diagnose, user
+from mediaflow_cli import account, diagnose, keys, tasks
 from mediaflow_cli.client import ApiError, CorruptDownload
 from mediaflow_cli.command import (
     EXIT_AUTH,
@@ -60,7 +60,9 @@ async def _run_admin(args: argparse.Namespace) -> int:
 
 # Each module adds its subcommands here.
 REGISTRARS: tuple[Callable[[Commands], None], ...] = (
-    user.register,
+    account.register,
+    tasks.register,
+    keys.register,
     diagnose.register,
     _register_admin,
 )

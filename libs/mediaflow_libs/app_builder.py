@@ -20,10 +20,11 @@ from litestar.openapi import OpenAPIConfig
 from litestar.types import ControllerRouterHandler, Guard
 
 from mediaflow_libs import amqp, db
+from mediaflow_libs.csrf import refuse_cross_site
+from mediaflow_libs.operator_routes import ReadinessCheck, health_routes
 from mediaflow_libs.problems import exception_handlers
-from mediaflow_libs.sessions import refuse_cross_site
+from mediaflow_libs.routing import around_routing
 from mediaflow_libs.settings import ServiceSettings
-from mediaflow_libs.web import ReadinessCheck, around_routing, health_routes
 
 Lifespan = Callable[[Litestar], AbstractAsyncContextManager[None]]
 # A dependency probe of ``/readyz``, given the app's resources; its name is reported.
@@ -122,7 +123,7 @@ def service_app(
     ``readiness``), the ``resources`` dependency (``open_resources`` opens them for the
     app's life, before ``lifespan``, or ``state`` holds them), the cross-site check before
     ``guards``, and problem documents for every failure. ``answer_head`` as
-    :func:`~mediaflow_libs.web.around_routing` takes it."""
+    :func:`~mediaflow_libs.routing.around_routing` takes it."""
     return around_routing(
         Litestar(
             # Our logging (structlog, JSON): Litestar would put the root logger at INFO

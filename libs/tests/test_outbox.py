@@ -15,7 +15,7 @@ import pytest
 from aio_pika.abc import AbstractQueue, AbstractRobustConnection
 
 from libs.tests.support import private_database
-from mediaflow_libs import db, outbox, tasks
+from mediaflow_libs import db, outbox, task_transitions, tasks
 from mediaflow_libs.amqp import Topology
 from mediaflow_libs.contracts import TaskEvent
 from mediaflow_libs.migrate import apply_migrations
@@ -158,7 +158,7 @@ async def test_a_task_event_message_is_built_from_its_row_with_its_id(
             await con.execute(
                 "SELECT setval(pg_get_serial_sequence('media.task_events', 'id'), 300)"
             )
-            event_id = await tasks.record_event(con, Topology("unused"), row)
+            event_id = await task_transitions.record_event(con, Topology("unused"), row)
             # The outbox row names the event and holds no message of its own.
             assert await con.fetchval(
                 "SELECT body IS NULL FROM media.outbox WHERE task_event_id = $1", event_id

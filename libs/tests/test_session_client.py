@@ -11,14 +11,11 @@ import httpx
 import pytest
 
 from devstack import stack
+from mediaflow_libs.circuit_breaker import CircuitBreaker
 from mediaflow_libs.contracts import CredentialRevoked
+from mediaflow_libs.credentials import MAX_CREDENTIAL_LENGTH, credential_digest
 from mediaflow_libs.problems import ProblemError
-from mediaflow_libs.sessions import (
-    MAX_CREDENTIAL_LENGTH,
-    CircuitBreaker,
-    SessionClient,
-    credential_digest,
-)
+from mediaflow_libs.session_client import SessionClient
 
 VALID = {
     "user": {"id": "u-1", "email": "a@example.com", "name": None, "created_at": "2026-01-01"},

@@ -11,7 +11,7 @@ import weakref
 import uvicorn
 from litestar import Litestar
 
-from mediaflow_libs.web import YOUNG_COLLECTION_THRESHOLD, FreezingServer
+from mediaflow_libs.serving import YOUNG_COLLECTION_THRESHOLD, FreezingServer
 
 
 class _Node:

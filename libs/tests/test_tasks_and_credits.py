@@ -8,7 +8,7 @@ import uuid
 import asyncpg
 import pytest
 
-from mediaflow_libs import credits, tasks
+from mediaflow_libs import credits, task_transitions
 from mediaflow_libs.amqp import Topology
 
 
@@ -50,7 +50,9 @@ async def test_only_legal_transitions_happen(
         outcomes = []
         for target in path:
             async with con.transaction():
-                outcomes.append(await tasks.transition(con, topology, task_id, target) is not None)
+                outcomes.append(
+                    await task_transitions.transition(con, topology, task_id, target) is not None
+                )
         events = await con.fetch(
             "SELECT status FROM media.task_events WHERE task_id = $1 ORDER BY id", task_id
         )
@@ -63,7 +65,7 @@ async def test_refund_happens_once_whoever_asks(db_pool: asyncpg.Pool, topology:
         user_id, task_id = await _new_task(con, balance=3)
         assert await credits.balance(con, user_id) == 2
         async with con.transaction():
-            assert await tasks.transition(con, topology, task_id, "failed") is not None
+            assert await task_transitions.transition(con, topology, task_id, "failed") is not None
         # A second component noticing the failure cannot refund again.
         assert not await credits.refund(con, user_id, task_id)
         assert await credits.balance(con, user_id) == 3
@@ -94,7 +96,7 @@ async def test_transition_outside_a_transaction_is_a_bug(
     async with db_pool.acquire() as con:
         _, task_id = await _new_task(con)
         with pytest.raises(RuntimeError):
-            await tasks.transition(con, topology, task_id, "running")
+            await task_transitions.transition(con, topology, task_id, "running")
 
 
 async def test_a_users_events_commit_in_the_order_of_their_ids(
@@ -118,13 +120,13 @@ async def test_a_users_events_commit_in_the_order_of_their_ids(
         await open_transaction.start()
         try:
             # The first event has its id, uncommitted.
-            assert await tasks.transition(early, topology, first, "running") is not None
+            assert await task_transitions.transition(early, topology, first, "running") is not None
             async with other.transaction():
-                assert await tasks.transition(other, topology, someone_elses, "running")
+                assert await task_transitions.transition(other, topology, someone_elses, "running")
 
             async def second_event() -> None:
                 async with late.transaction():
-                    assert await tasks.transition(late, topology, second, "running")
+                    assert await task_transitions.transition(late, topology, second, "running")
 
             pending = asyncio.create_task(second_event())
             for _ in range(200):

@@ -12,7 +12,7 @@ from mediaflow_gateway import openapi
 from mediaflow_gateway.app import create_app
 from mediaflow_gateway.settings import GatewaySettings
 from mediaflow_libs import problems
-from mediaflow_libs.sessions import cookie_name
+from mediaflow_libs.credentials import cookie_name
 
 DOC = stack.REPO_ROOT / "docs" / "api.md"
 ROUTE = re.compile(r"`(GET|POST|PUT|PATCH|DELETE) (/[^`\s?]*)")

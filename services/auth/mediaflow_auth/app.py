@@ -9,7 +9,8 @@ from mediaflow_auth.resources import open_resources
 from mediaflow_auth.settings import AuthSettings
 from mediaflow_libs.app_builder import database, service_app
 from mediaflow_libs.logging import configure_logging
-from mediaflow_libs.web import internal_routes_on_their_own_port, serve
+from mediaflow_libs.routing import internal_routes_on_their_own_port
+from mediaflow_libs.serving import serve
 
 
 def create_app(settings: AuthSettings | None = None) -> Litestar:

@@ -10,7 +10,7 @@ import msgspec
 from msgspec import Meta
 
 from mediaflow_auth import api_keys, passwords
-from mediaflow_libs.bodies import Fallback, Refusal
+from mediaflow_libs.request_bodies import Fallback, Refusal
 
 MAX_EMAIL_LENGTH = 254
 MAX_NAME_LENGTH = 200

@@ -7,7 +7,6 @@ from __future__ import annotations
 from typing import Any
 
 from mediaflow_auth.bodies import CreateApiKey, SignIn, SignUp
-from mediaflow_libs.bodies import body_schema
 from mediaflow_libs.openapi import (
     SECURITY,
     SHARED_SCHEMAS,
@@ -17,6 +16,7 @@ from mediaflow_libs.openapi import (
     problems,
     security_schemes,
 )
+from mediaflow_libs.request_bodies import body_schema
 
 _TAGS = ["auth"]
 _SCHEMAS: dict[str, dict[str, Any]] = {

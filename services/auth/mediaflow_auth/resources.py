@@ -14,7 +14,7 @@ from mediaflow_auth.settings import AuthSettings
 from mediaflow_libs.amqp import Topology
 from mediaflow_libs.app_builder import open_database_and_broker
 from mediaflow_libs.contracts import CredentialRevoked
-from mediaflow_libs.sessions import announce_revocation
+from mediaflow_libs.revocations import announce_revocation
 
 log = structlog.get_logger(__name__)
 

@@ -14,20 +14,17 @@ from litestar import Request, Response, delete, get, post
 from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath
 
-from mediaflow_auth import api_keys, passwords
+from mediaflow_auth import api_keys, passwords, ratelimit
 from mediaflow_auth import sessions as session_store
 from mediaflow_auth.bodies import MAX_EMAIL_LENGTH, CreateApiKey, SessionCheck, SignIn, SignUp
 from mediaflow_auth.resources import Resources
 from mediaflow_auth.settings import AuthSettings
-from mediaflow_libs import db, ratelimit
-from mediaflow_libs.bodies import read_body
+from mediaflow_libs import db
 from mediaflow_libs.contracts import CredentialRevoked
+from mediaflow_libs.credentials import credential_digest, presented_credential
 from mediaflow_libs.problems import ProblemError
-from mediaflow_libs.sessions import (
-    check_service_token,
-    credential_digest,
-    presented_credential,
-)
+from mediaflow_libs.request_bodies import read_body
+from mediaflow_libs.service_tokens import check_service_token
 
 log = structlog.get_logger(__name__)
 

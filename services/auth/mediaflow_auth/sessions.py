@@ -11,8 +11,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from mediaflow_libs import db
+from mediaflow_libs.credentials import cookie_name
 from mediaflow_libs.problems import ProblemError
-from mediaflow_libs.sessions import cookie_name
 
 TOKEN_BYTES = 32
 _TOKEN_SHAPE = re.compile(r"^[A-Za-z0-9_-]{43}$")

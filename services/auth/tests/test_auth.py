@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from litestar.testing import AsyncTestClient
 
-from mediaflow_libs.sessions import issue_service_token
+from mediaflow_libs.service_tokens import issue_service_token
 from services.auth.tests.support import PASSWORD, cookie, new_email, problem_code
 
 

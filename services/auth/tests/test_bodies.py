@@ -9,8 +9,8 @@ import pytest
 
 from mediaflow_auth.bodies import CreateApiKey, SessionCheck, SignIn, SignUp
 from mediaflow_auth.openapi import document
-from mediaflow_libs.bodies import typed_body
 from mediaflow_libs.problems import ProblemError
+from mediaflow_libs.request_bodies import typed_body
 
 NOT_TEXT = "`{}` must be a string of characters, without NUL."
 NOT_EMAIL = (422, "invalid_email", "`email` must be an email address.")

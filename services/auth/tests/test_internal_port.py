@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from devstack import stack
 from mediaflow_auth.settings import AuthSettings
-from mediaflow_libs.sessions import issue_service_token
+from mediaflow_libs.service_tokens import issue_service_token
 from services.auth.tests.support import PASSWORD, new_email, problem_code
 
 VERIFY = "/internal/v1/sessions/verify"

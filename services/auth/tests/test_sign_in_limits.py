@@ -13,7 +13,7 @@ import pytest
 from conftest import serving
 from mediaflow_auth.app import create_app
 from mediaflow_auth.settings import AuthSettings
-from mediaflow_libs.web import forwarded_allow_ips
+from mediaflow_libs.serving import forwarded_allow_ips
 from services.auth.tests.support import PASSWORD, new_email, problem_code
 
 PER_PAIR = 3

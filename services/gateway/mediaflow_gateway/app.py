@@ -9,8 +9,8 @@ from mediaflow_gateway.resources import open_resources
 from mediaflow_gateway.settings import GatewaySettings
 from mediaflow_libs.app_builder import broker, database, service_app
 from mediaflow_libs.logging import configure_logging
+from mediaflow_libs.serving import serve
 from mediaflow_libs.telemetry import configure_tracing
-from mediaflow_libs.web import serve
 
 
 def create_app(settings: GatewaySettings | None = None) -> Litestar:

@@ -24,7 +24,7 @@ from litestar.openapi.plugins import JsonRenderPlugin
 
 from mediaflow_auth import openapi as auth_openapi
 from mediaflow_gateway.resources import Resources
-from mediaflow_libs.bodies import TYPED_BODY, body_schema
+from mediaflow_libs.credentials import cookie_name
 from mediaflow_libs.openapi import (
     RETRY_AFTER,
     SECURITY,
@@ -34,7 +34,7 @@ from mediaflow_libs.openapi import (
     problem,
     security_schemes,
 )
-from mediaflow_libs.sessions import cookie_name
+from mediaflow_libs.request_bodies import TYPED_BODY, body_schema
 from mediaflow_notifier import openapi as notifier_openapi
 
 _UNSAFE = ("post", "put", "patch", "delete")

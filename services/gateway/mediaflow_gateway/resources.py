@@ -13,12 +13,13 @@ import asyncpg
 from aio_pika.abc import AbstractRobustConnection
 
 from mediaflow_gateway.settings import GatewaySettings
+from mediaflow_gateway.submissions import Submitter
 from mediaflow_libs import s3
 from mediaflow_libs.amqp import Topology
 from mediaflow_libs.app_builder import open_database_and_broker, running_in_background
 from mediaflow_libs.outbox import OutboxRelay
-from mediaflow_libs.sessions import SessionClient, listen_for_revocations
-from mediaflow_libs.tasks import Submitter
+from mediaflow_libs.revocations import listen_for_revocations
+from mediaflow_libs.session_client import SessionClient
 
 SUBMIT_WINDOW_SECONDS = 60  # TASK_SUBMITS_PER_MINUTE counts submissions per this window
 

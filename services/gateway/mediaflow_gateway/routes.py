@@ -21,21 +21,20 @@ from prometheus_client import Counter
 
 from mediaflow_gateway.cursors import cursor_key, decode_cursor, encode_cursor
 from mediaflow_gateway.resources import Resources
+from mediaflow_gateway.schemas import Me, TaskEnvelope, TaskPage, problem_responses
+from mediaflow_gateway.schemas import User as UserView
 from mediaflow_gateway.validation import (
     SubmitTask,
     idempotency_key,
     validated_options,
     validated_source_url,
 )
-from mediaflow_libs import credits, db, naming, s3, tasks, telemetry
-from mediaflow_libs.bodies import TYPED_BODY, typed_body
+from mediaflow_libs import credits, db, naming, s3, task_transitions, tasks, telemetry
 from mediaflow_libs.problems import ProblemError
-from mediaflow_libs.schemas import Me, TaskEnvelope, TaskPage, problem_responses
-from mediaflow_libs.schemas import User as UserView
-from mediaflow_libs.sessions import Identity, require_identity
+from mediaflow_libs.request_bodies import TYPED_BODY, read_json_object, typed_body
+from mediaflow_libs.session_client import Identity, require_identity
 from mediaflow_libs.task_view import Task as TaskView
 from mediaflow_libs.task_view import result_filename, task_view
-from mediaflow_libs.web import read_json_object
 
 log = structlog.get_logger(__name__)
 tracer = trace.get_tracer("mediaflow.gateway")
@@ -301,7 +300,7 @@ async def cancel_task(
     async with resources.pool.acquire() as con, con.transaction():
         await _owned_task(con, task_id, identity.user_id)
         # A running task's worker sees the change at its next progress update and stops.
-        row = await tasks.transition(con, resources.topology, task_id, tasks.CANCELED)
+        row = await task_transitions.transition(con, resources.topology, task_id, tasks.CANCELED)
     if row is None:
         raise ProblemError(409, "task_finished", "The task has already finished.")
     log.info("task.canceled", task_id=task_id)
@@ -320,7 +319,7 @@ async def delete_task(
 ) -> None:
     task_id = _task_id(task_id)
     async with resources.pool.acquire() as con, con.transaction():
-        if not await tasks.delete(con, resources.topology, task_id, identity.user_id):
+        if not await task_transitions.delete(con, resources.topology, task_id, identity.user_id):
             raise _not_found()
     log.info("task.deleted", task_id=task_id)
     await remove_objects(resources, identity.user_id, task_id)
@@ -334,7 +333,7 @@ async def remove_objects(resources: Resources, user_id: str, task_id: str) -> No
             resources.s3, resources.settings.s3_bucket, tasks.object_prefix(user_id, task_id)
         )
         async with resources.pool.acquire() as con:
-            await tasks.mark_objects_removed(con, user_id, task_id)
+            await task_transitions.mark_objects_removed(con, user_id, task_id)
     except Exception as exc:
         log.warning("task.objects_not_removed", task_id=task_id, error=repr(exc))
 

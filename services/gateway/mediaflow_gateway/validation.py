@@ -11,10 +11,9 @@ import msgspec
 from msgspec import Meta
 
 from mediaflow_libs import egress, tasks
-from mediaflow_libs.bodies import Refusal
 from mediaflow_libs.egress import EgressPolicy
 from mediaflow_libs.problems import ProblemError
-from mediaflow_libs.web import storable_text
+from mediaflow_libs.request_bodies import Refusal, storable_text
 
 MAX_URL_LENGTH = 2048
 IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")

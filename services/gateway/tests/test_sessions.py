@@ -15,7 +15,7 @@ from mediaflow_auth.settings import AuthSettings
 from mediaflow_gateway.app import create_app
 from mediaflow_gateway.settings import GatewaySettings
 from mediaflow_libs.problems import ProblemError
-from mediaflow_libs.sessions import SessionClient
+from mediaflow_libs.session_client import SessionClient
 
 
 async def test_a_revoked_session_is_refused_by_every_replica_within_a_second(

@@ -13,8 +13,8 @@ from mediaflow_gateway.validation import (
     validated_source_url,
 )
 from mediaflow_libs import tasks
-from mediaflow_libs.bodies import body_schema, typed_body
 from mediaflow_libs.problems import ProblemError
+from mediaflow_libs.request_bodies import body_schema, typed_body
 
 URL = "https://media.example/v.mp4"
 NOT_TEXT = (422, "invalid_url", "`url` must be a non-empty string of characters.")

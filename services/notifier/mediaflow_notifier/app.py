@@ -8,7 +8,7 @@ from litestar.datastructures import State
 from mediaflow_libs import amqp
 from mediaflow_libs.app_builder import database, service_app
 from mediaflow_libs.logging import configure_logging
-from mediaflow_libs.web import serve
+from mediaflow_libs.serving import serve
 from mediaflow_notifier import sse
 from mediaflow_notifier.lifespans import lifespans
 from mediaflow_notifier.resources import Resources

@@ -18,7 +18,8 @@ from litestar import Litestar
 
 from mediaflow_libs import amqp, db
 from mediaflow_libs.app_builder import Lifespan, running_in_background
-from mediaflow_libs.sessions import SessionClient, listen_for_revocations
+from mediaflow_libs.revocations import listen_for_revocations
+from mediaflow_libs.session_client import SessionClient
 from mediaflow_notifier.fanout import Fanout
 from mediaflow_notifier.heartbeat import Heartbeat
 from mediaflow_notifier.resources import Resources

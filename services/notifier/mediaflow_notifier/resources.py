@@ -8,7 +8,7 @@ from aio_pika.abc import AbstractRobustConnection
 from litestar.datastructures import State
 
 from mediaflow_libs.amqp import Topology
-from mediaflow_libs.sessions import SessionClient
+from mediaflow_libs.session_client import SessionClient
 from mediaflow_notifier.fanout import Fanout
 from mediaflow_notifier.heartbeat import Heartbeat
 from mediaflow_notifier.settings import NotifierSettings

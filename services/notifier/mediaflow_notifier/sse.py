@@ -28,8 +28,9 @@ from litestar import Request, asgi
 from litestar.types import HTTPResponseBodyEvent, HTTPScope, Receive, Scope, Send
 
 from mediaflow_libs.contracts import TaskEvent
+from mediaflow_libs.credentials import credential_digest, presented_credential
 from mediaflow_libs.problems import ProblemError
-from mediaflow_libs.sessions import credential_digest, presented_credential, require_identity
+from mediaflow_libs.session_client import require_identity
 from mediaflow_libs.task_view import task_view
 from mediaflow_libs.tasks import task_json
 from mediaflow_notifier import queries

@@ -18,7 +18,7 @@ import uvicorn
 from aio_pika.abc import AbstractRobustConnection
 from litestar import Litestar
 
-from mediaflow_libs import amqp, tasks
+from mediaflow_libs import amqp, task_transitions
 from mediaflow_libs.outbox import OutboxRelay
 from mediaflow_notifier.resources import Resources, resources_of
 from mediaflow_notifier.settings import NotifierSettings
@@ -132,13 +132,13 @@ class Tasks:
                 user.id,
             )
             assert row is not None
-            await tasks.record_event(con, self.topology, row)
+            await task_transitions.record_event(con, self.topology, row)
         return str(row["id"])
 
     async def move(self, task_id: str, target: str, **changes: Any) -> int:
         """Apply a transition; returns the id of the event it recorded."""
         async with self.pool.acquire() as con, con.transaction():
-            row = await tasks.transition(con, self.topology, task_id, target, **changes)
+            row = await task_transitions.transition(con, self.topology, task_id, target, **changes)
             assert row is not None, f"{task_id} may not move to {target}"
             event_id: int = await con.fetchval(
                 "SELECT max(id) FROM media.task_events WHERE task_id = $1", task_id

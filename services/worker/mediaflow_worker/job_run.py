@@ -18,13 +18,14 @@ from typing import Any, Literal
 import structlog
 from opentelemetry import trace
 
-from mediaflow_libs import tasks
+from mediaflow_libs import task_transitions, tasks
 from mediaflow_libs.s3 import delete_prefix
 from mediaflow_worker import cache, journal, lease
 from mediaflow_worker.backoff import delay_queue_ms
 from mediaflow_worker.delay import publish_delayed
 from mediaflow_worker.errors import TaskFailure
 from mediaflow_worker.lease import Claimed, Exhausted, Held, Lease, LeaseLost, TaskWithdrawn
+from mediaflow_worker.media.concat import SegmentedBody
 from mediaflow_worker.media.fetcher import Fetcher
 from mediaflow_worker.media.pipeline import open_task_media
 from mediaflow_worker.metrics import BYTES_REFETCHED, CACHE_LOOKUPS, FAILURES, STAGE_SECONDS
@@ -103,7 +104,7 @@ async def _claim(delivery: Delivery, resources: Resources) -> Claimed | Held | E
             con, task_id, settings.retry_max_attempts, settings.lease_seconds
         )
         if isinstance(claimed, Claimed):
-            await tasks.transition(
+            await task_transitions.transition(
                 con,
                 resources.topology,
                 task_id,
@@ -248,6 +249,7 @@ class JobRun:
                     copy_part_bytes=settings.copy_part_bytes,
                     journal=recorder,
                     continuation=continuation,
+                    content_type=source.content_type,
                 )
             described = await source.describe(result.content_type)
         return Stored(result, False, described)
@@ -287,7 +289,8 @@ class JobRun:
         self, media: Any, continuation: journal.Continuation | None
     ) -> tuple[journal.Continuation | None, journal.Journal | None]:
         """The continuation the media goes on with, and the journal that records the upload
-        (a direct file of known size with a validator, stored as it is)."""
+        (a direct file of known size with a validator, or one segmented stream, stored as
+        it is)."""
         if continuation is not None and not media.continued:
             # The source changed, or is no longer a file as it was: start over.
             await self._abandon_upload()
@@ -303,10 +306,14 @@ class JobRun:
             BYTES_REFETCHED.inc(max(progress.floor - continuation.offset, 0))
             log.info("job.continuing", at=continuation.offset, parts=len(continuation.parts))
         body = media.body
-        if body is None or body.size is None or body.validator is None:
+        if isinstance(body, SegmentedBody):
+            locate: journal.Locate | None = body.locate
+        elif body is None or body.size is None or body.validator is None:
             return continuation, None
+        else:
+            locate = None
         pool = self.resources.pool
-        recorder = journal.Journal(pool, self.task_id, body.url, body.validator, body.size)
+        recorder = journal.Journal(pool, self.task_id, body.url, body.validator, body.size, locate)
         return continuation, recorder
 
     async def _abandon_upload(self) -> None:

@@ -2,11 +2,14 @@
 or on the one that takes a dead worker's task over) continues at the last stored part.
 
 Recorded only for what can be continued safely: a direct file of known size whose answer
-has a validator (strong ETag, else Last-Modified) for ``If-Range``. The record (migration
-0011) holds the upload id and the source's validator; each completed part adds its number,
-ETag, checksum and byte range. Another attempt confirms the parts with ``ListParts`` (what
-the store does not list, or lists with another ETag, is uploaded again) and asks the source
-for the rest with ``Range``; the source's validator must be the recorded one.
+has a validator (strong ETag, else Last-Modified) for ``If-Range``, or a segmented stream
+stored as it is, whose validator is a fingerprint of its list of pieces. The record
+(migrations 0011, 0015) holds the upload id and the source's validator; each completed part
+adds its number, ETag, checksum and byte range, and for a segmented stream where the next
+byte comes from (segment index, offset inside it). Another attempt confirms the parts with
+``ListParts`` (what the store does not list, or lists with another ETag, is uploaded again)
+and asks the source for the rest (``Range``, or the segments from the recorded one on); the
+source's validator must be the recorded one.
 
 The SHA-256 of a continued upload is computed by reading the completed object back from
 the store (:func:`stored_sha256`): hashlib's state cannot be saved, and S3 cannot read the
@@ -18,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,21 +44,26 @@ class Continuation:
     object_key: str
     upload_id: str
     validator: str
-    size: int
+    size: int | None  # None: a segmented stream, whose size is known once it is made
     content_type: str
     parts: dict[int, dict[str, Any]] = field(default_factory=dict)  # completed_part entries
     offset: int = 0  # bytes stored in parts 1..len(parts)
+    # A segmented stream's next byte: the index of its segment, and the offset inside it.
+    next_segment: tuple[int, int] | None = None
 
 
-async def kept_bytes(con: db.Connection, task_id: str) -> tuple[int, int] | None:
-    """(bytes in recorded parts from the first on, size) of the task's recorded upload."""
+async def kept_bytes(con: db.Connection, task_id: str) -> tuple[int, int | None] | None:
+    """(bytes in recorded parts from the first on, size or None) of the task's recorded
+    upload."""
     row = await con.fetchrow(
         """SELECT u.size, coalesce(max(p.last_byte) + 1, 0) AS kept
            FROM media.task_uploads u LEFT JOIN media.task_upload_parts p USING (task_id)
            WHERE u.task_id = $1 GROUP BY u.size""",
         task_id,
     )
-    return None if row is None else (int(row["kept"]), int(row["size"]))
+    if row is None:
+        return None
+    return int(row["kept"]), None if row["size"] is None else int(row["size"])
 
 
 async def recorded_key(pool: asyncpg.Pool, task_id: str) -> str | None:
@@ -71,7 +80,8 @@ async def confirmed(pool: asyncpg.Pool, s3: Any, bucket: str, task_id: str) -> C
     async with pool.acquire() as con:
         upload = await con.fetchrow("SELECT * FROM media.task_uploads WHERE task_id = $1", task_id)
         rows = await con.fetch(
-            """SELECT part_number, etag, checksum, first_byte, last_byte
+            """SELECT part_number, etag, checksum, first_byte, last_byte, next_segment,
+                   next_segment_offset
                FROM media.task_upload_parts WHERE task_id = $1 ORDER BY part_number""",
             task_id,
         )
@@ -96,6 +106,7 @@ async def confirmed(pool: asyncpg.Pool, s3: Any, bucket: str, task_id: str) -> C
         return None
     parts: dict[int, dict[str, Any]] = {}
     offset = 0
+    next_segment: tuple[int, int] | None = None
     for row in rows:
         number = row["part_number"]
         if number != len(parts) + 1 or listed.get(number) != row["etag"]:
@@ -104,6 +115,10 @@ async def confirmed(pool: asyncpg.Pool, s3: Any, bucket: str, task_id: str) -> C
             break
         parts[number] = {"PartNumber": number, "ETag": row["etag"], **json.loads(row["checksum"])}
         offset = row["last_byte"] + 1
+        if row["next_segment"] is not None:
+            next_segment = (row["next_segment"], row["next_segment_offset"])
+        else:
+            next_segment = None
     if not parts:
         return None
     return Continuation(
@@ -114,6 +129,7 @@ async def confirmed(pool: asyncpg.Pool, s3: Any, bucket: str, task_id: str) -> C
         content_type=upload["content_type"],
         parts=parts,
         offset=offset,
+        next_segment=next_segment,
     )
 
 
@@ -148,16 +164,22 @@ async def stored_sha256(s3: Any, bucket: str, key: str) -> str:
     return digest.hexdigest()
 
 
+Locate = Callable[[int], tuple[int, int]]
+
+
 @dataclass
 class Journal:
     """What :func:`~mediaflow_worker.stream.stream_to_s3` records of one task's upload.
-    Recording is advisory: a database hiccup loses the chance to continue, never the task."""
+    Recording is advisory: a database hiccup loses the chance to continue, never the task.
+    ``locate`` (a segmented stream's) says which segment, and where in it, a byte of the
+    object comes from."""
 
     pool: asyncpg.Pool
     task_id: str
     source_url: str
     validator: str
-    size: int
+    size: int | None
+    locate: Locate | None = None
 
     async def started(self, key: str, upload_id: str, content_type: str) -> None:
         await self._write(
@@ -179,18 +201,23 @@ class Journal:
 
     async def part_done(self, number: int, part: dict[str, Any], first: int, last: int) -> None:
         checksum = {k: v for k, v in part.items() if k.startswith("Checksum")}
+        segment, inside = self.locate(last + 1) if self.locate is not None else (None, None)
         await self._write(
-            """INSERT INTO media.task_upload_parts
-                   (task_id, part_number, etag, checksum, first_byte, last_byte)
-               VALUES ($1, $2, $3, $4::jsonb, $5, $6)
+            """INSERT INTO media.task_upload_parts AS p
+                   (task_id, part_number, etag, checksum, first_byte, last_byte, next_segment,
+                    next_segment_offset)
+               VALUES ($1, $2, $3, $4::jsonb, $5, $6, $7, $8)
                ON CONFLICT (task_id, part_number) DO UPDATE
-                   SET etag = $3, checksum = $4::jsonb, first_byte = $5, last_byte = $6""",
+                   SET etag = $3, checksum = $4::jsonb, first_byte = $5, last_byte = $6,
+                       next_segment = $7, next_segment_offset = $8""",
             self.task_id,
             number,
             part["ETag"],
             json.dumps(checksum),
             first,
             last,
+            segment,
+            inside,
         )
 
     async def finished(self) -> None:

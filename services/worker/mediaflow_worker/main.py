@@ -22,10 +22,11 @@ from pydantic import ValidationError
 from mediaflow_libs.amqp import Topology, declare_topology, open_connection
 from mediaflow_libs.db import open_pool
 from mediaflow_libs.logging import configure_logging
+from mediaflow_libs.operator_routes import ReadinessCheck, operator_app
 from mediaflow_libs.outbox import OutboxRelay
 from mediaflow_libs.s3 import ensure_bucket, open_s3
+from mediaflow_libs.serving import serve_in_loop
 from mediaflow_libs.telemetry import configure_tracing
-from mediaflow_libs.web import ReadinessCheck, operator_app, serve_in_loop
 from mediaflow_worker import memory
 from mediaflow_worker.consumer import JobConsumer
 from mediaflow_worker.fetch import open_http

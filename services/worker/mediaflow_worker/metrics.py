@@ -61,15 +61,18 @@ RESUMES = Counter(
     "Transfers continued instead of started over, by kind: in_attempt (a direct file that "
     "broke off, continued with a range request), restart (read again from its first byte "
     "within the attempt: the source changed, or honours no ranges), across_attempts (a "
-    "retried or taken-over task continued at its last stored part)",
+    "retried or taken-over task continued at its last stored part: a direct file, or a "
+    "segmented stream stored as it is, at the segment that part ends in)",
     ["kind"],
 )
 for _kind in ("in_attempt", "restart", "across_attempts"):
     RESUMES.labels(_kind)  # every kind on /metrics from the start, at zero
 BYTES_REFETCHED = Counter(
     "worker_bytes_refetched_total",
-    "Source bytes fetched a second time: those of a restarted body, and, when a task "
-    "continues in another attempt, those its earlier attempt showed past its last stored part",
+    "Source bytes fetched a second time: those of a restarted body; when a task "
+    "continues in another attempt, those its earlier attempt showed past its last stored "
+    "part; and the stored start of a segment fetched whole again (no range: a source that "
+    "ignores it, or an encrypted segment)",
 )
 UPLOADS_SWEPT = Counter(
     "worker_orphan_uploads_aborted_total",

@@ -15,7 +15,7 @@ from typing import Literal
 
 import structlog
 
-from mediaflow_libs import db, outbox, tasks
+from mediaflow_libs import db, outbox, task_transitions, tasks
 from mediaflow_worker import cache, lease
 from mediaflow_worker.backoff import backoff_seconds, delay_queue_ms
 from mediaflow_worker.errors import Retry, TaskFailure
@@ -112,7 +112,7 @@ async def _succeed(
             outcome = "skipped"  # the task is gone: its object belongs to nobody
         elif row["lease_owner"] != claimed.token:
             outcome = "superseded"
-        elif await tasks.transition(
+        elif await task_transitions.transition(
             con,
             resources.topology,
             task_id,
@@ -175,7 +175,7 @@ async def _fail_or_retry(
             delay_ms = delay_queue_ms(wanted, failure.delay or 0, resources.rng)
             # Progress starts over with the next attempt, unless its upload goes on; the
             # status stays running.
-            if not await tasks.transition(
+            if not await task_transitions.transition(
                 con,
                 resources.topology,
                 task_id,
@@ -218,7 +218,7 @@ async def record_failure(
 ) -> bool:
     """Fail the task (the transition refunds it, once) and, for a job that ran out of
     attempts, put a copy of it in the dead-letter queue; False when the task had ended."""
-    row = await tasks.transition(
+    row = await task_transitions.transition(
         con,
         resources.topology,
         delivery.job.task_id,

@@ -9,7 +9,7 @@ from typing import Any
 
 import structlog
 
-from mediaflow_libs import db, tasks
+from mediaflow_libs import db, task_transitions, tasks
 from mediaflow_worker import journal, lease
 from mediaflow_worker.lease import LeaseLost, TaskWithdrawn
 from mediaflow_worker.metrics import BYTES_STREAMED
@@ -59,7 +59,7 @@ class Progress:
             async with self.resources.pool.acquire() as con, con.transaction():
                 if not await lease.holds(con, self.task_id, self.token):
                     raise LeaseLost
-                row = await tasks.transition(
+                row = await task_transitions.transition(
                     con,
                     self.resources.topology,
                     self.task_id,
@@ -82,7 +82,13 @@ async def kept_progress(con: db.Connection, task_id: str) -> dict[str, Any]:
     kept = await journal.kept_bytes(con, task_id)
     if kept is None or kept[0] == 0:
         return {"progress": None, "bytes_done": 0, "bytes_total": None}
-    shown = await con.fetchval("SELECT bytes_done FROM media.tasks WHERE id = $1", task_id)
+    shown = await con.fetchrow(
+        "SELECT bytes_done, progress FROM media.tasks WHERE id = $1", task_id
+    )
     # A dead worker may have shown bytes it never stored: those are not taken back.
-    done, total = max(kept[0], shown or 0), kept[1]
+    assert shown is not None  # the upload's row is the task's
+    done, total = max(kept[0], shown["bytes_done"] or 0), kept[1]
+    if total is None:
+        # A segmented stream: its progress is by segments, and goes on from where it was.
+        return {"progress": shown["progress"], "bytes_done": done, "bytes_total": None}
     return {"progress": min(done * 100 // total, 99), "bytes_done": done, "bytes_total": total}

@@ -52,6 +52,12 @@ def validator(source: Source) -> str | None:
     return source.headers.get("Last-Modified") or None
 
 
+def range_first(content_range: str | None) -> int | None:
+    """Where a ``206``'s ``Content-Range`` starts, whatever the total it names."""
+    match = _CONTENT_RANGE.match(content_range or "")
+    return None if match is None else int(match.group(1))
+
+
 def range_start(content_range: str | None, total: int) -> int | None:
     """Where a ``206``'s ``Content-Range`` starts, or None if it is not for ``total``."""
     match = _CONTENT_RANGE.match(content_range or "")
@@ -89,6 +95,11 @@ class ResumableBody:
         self._validator = validator(first)
         # Where another attempt's stored parts end: the body starts there, by a range request.
         self.skip_to = skip_to
+
+    @property
+    def continued(self) -> bool:
+        """Whether the body starts where another attempt's stored parts end."""
+        return self.skip_to is not None
 
     @property
     def validator(self) -> str | None:

@@ -15,7 +15,7 @@ from typing import Any
 import asyncpg
 import structlog
 
-from mediaflow_libs import tasks
+from mediaflow_libs import task_transitions, tasks
 from mediaflow_libs.s3 import delete_prefix
 from mediaflow_worker.metrics import STORED_FILES_REMOVED
 
@@ -47,7 +47,7 @@ async def sweep_stored_files(
             except Exception as exc:
                 log.warning("sweep.objects_not_removed", task_id=task_id, error=repr(exc))
                 continue
-            await tasks.mark_objects_removed(con, user_id, task_id)
+            await task_transitions.mark_objects_removed(con, user_id, task_id)
             STORED_FILES_REMOVED.labels("deleted" if row["deleted"] else "expired").inc()
             cleared += 1
     if cleared:

@@ -84,6 +84,7 @@ async def stream_to_s3(
     copy_part_bytes: int = MAX_COPY_BYTES,
     journal: Journal | None = None,
     continuation: Continuation | None = None,
+    content_type: str | None = None,
 ) -> StreamResult:
     """Store ``chunks`` as the object ``key``; ``on_progress(bytes_so_far)`` runs after each
     chunk. With ``expected_size`` (the source's announced length) parts are passed through,
@@ -100,7 +101,8 @@ async def stream_to_s3(
     With ``journal`` the upload and each part are recorded, and a transient failure (a
     :class:`Retry`, a lost lease, cancellation) leaves the upload for the next attempt;
     with ``continuation`` the upload recorded by an earlier attempt goes on, ``chunks``
-    starting at its ``offset``."""
+    starting at its ``offset``. ``content_type`` is what the object is stored as when its
+    first bytes do not say it all (they must still be media)."""
     progress = _MonotonicProgress(on_progress)
     while True:
         upload = MultipartUpload(
@@ -119,6 +121,7 @@ async def stream_to_s3(
             on_progress=progress.report,
             expected_size=expected_size,
             continuation=continuation,
+            content_type=content_type,
         )
         try:
             return await streaming.run(chunks)
@@ -156,6 +159,7 @@ class _Streaming:
         on_progress: ProgressCallback,
         expected_size: int | None,
         continuation: Continuation | None,
+        content_type: str | None = None,
     ) -> None:
         self.upload = upload
         self.part_size = part_size
@@ -163,6 +167,7 @@ class _Streaming:
         self.on_progress = on_progress
         self.expected_size = expected_size
         self.continuation = continuation
+        self.content_type = content_type
         self.budget = min(expected_size, max_bytes) if expected_size is not None else max_bytes
         self.slots = asyncio.Semaphore(parts_in_flight)
         self.digest = hashlib.sha256()
@@ -229,7 +234,8 @@ class _Streaming:
 
     async def _begin(self) -> None:
         """Start the upload as the sniffed type and pass on what was held."""
-        await self.upload.start(_media_type(self.head))
+        sniffed = _media_type(self.head)
+        await self.upload.start(self.content_type or sniffed)
         for early in self.held:
             await self._feed(early)
         self.held.clear()

@@ -22,7 +22,7 @@ from aiohttp import web
 from prometheus_client import REGISTRY
 
 from devstack import stack
-from mediaflow_libs import credits, tasks
+from mediaflow_libs import credits, task_transitions, tasks
 from mediaflow_libs.amqp import Topology, delete_topology
 from mediaflow_libs.contracts import Job, TaskEvent
 from mediaflow_libs.s3 import open_s3
@@ -173,7 +173,7 @@ async def create_task(
             tasks.stored_options(options),
         )
         assert await credits.charge(con, user_id, task_id, TASK_COST)
-        await tasks.record_event(con, topology, row)
+        await task_transitions.record_event(con, topology, row)
     job = Job(task_id=task_id, user_id=user_id, source_url=url, **tasks.job_options(options))
     await publish(channel, topology, job)
     return Submitted(user_id, task_id, url, job)

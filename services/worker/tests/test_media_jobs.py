@@ -23,7 +23,7 @@ from prometheus_client import REGISTRY
 from yt_dlp.extractor.common import InfoExtractor
 
 from devstack import stack
-from mediaflow_libs import tasks
+from mediaflow_libs import task_transitions, tasks
 from mediaflow_libs.amqp import Topology
 from mediaflow_worker import fetch
 from mediaflow_worker.media import extractor
@@ -415,7 +415,9 @@ async def test_a_cancel_during_a_mux_is_noticed_within_two_seconds_and_ffmpeg_is
         await asyncio.wait_for(stalled.wait(), 30)
         assert ffmpeg_children(), "ffmpeg is running the mux"
         async with db_pool.acquire() as con, con.transaction():
-            assert await tasks.transition(con, worker.topology, task.task_id, tasks.CANCELED)
+            assert await task_transitions.transition(
+                con, worker.topology, task.task_id, tasks.CANCELED
+            )
         started = time.monotonic()
         await eventually(lambda: at_least(lambda: jobs_counted("canceled"), canceled + 1), 5)
         assert time.monotonic() - started < 2.0

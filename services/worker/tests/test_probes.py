@@ -1,13 +1,14 @@
 """The worker's own port answers like every service's (the shared routes of
-``mediaflow_libs.web``, served in the worker's event loop): JSON probes, Prometheus text,
-and problem documents for everything else."""
+``mediaflow_libs.operator_routes``, served in the worker's event loop): JSON probes,
+Prometheus text, and problem documents for everything else."""
 
 from __future__ import annotations
 
 import httpx
 
 from devstack import stack
-from mediaflow_libs.web import operator_app, serve_in_loop
+from mediaflow_libs.operator_routes import operator_app
+from mediaflow_libs.serving import serve_in_loop
 from mediaflow_worker.media.mux import media_tools
 from mediaflow_worker.settings import WorkerSettings
 

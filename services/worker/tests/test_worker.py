@@ -14,7 +14,7 @@ import asyncpg
 import httpx
 from aio_pika.abc import AbstractChannel
 
-from mediaflow_libs import credits, tasks
+from mediaflow_libs import credits, task_transitions, tasks
 from mediaflow_libs.amqp import Topology
 from mediaflow_libs.contracts import Job
 from services.worker.tests.support import (
@@ -209,7 +209,7 @@ async def test_a_task_canceled_mid_transfer_stops_and_leaves_nothing_behind(
     task = await submit(slow_source(origin, media))
     await eventually(lambda: parts_uploading(db_pool, s3, worker.settings, task))
     async with db_pool.acquire() as con, con.transaction():  # what the gateway's cancel does
-        assert await tasks.transition(con, worker.topology, task.task_id, tasks.CANCELED)
+        assert await task_transitions.transition(con, worker.topology, task.task_id, tasks.CANCELED)
     await eventually(lambda: at_least(lambda: jobs_counted("canceled"), canceled + 1))
 
     row = await db_pool.fetchrow("SELECT * FROM media.tasks WHERE id = $1", task.task_id)

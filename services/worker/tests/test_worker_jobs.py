@@ -25,7 +25,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from prometheus_client import REGISTRY
 
 from devstack import stack
-from mediaflow_libs import credits, outbox, tasks
+from mediaflow_libs import credits, outbox, task_transitions, tasks
 from mediaflow_libs.amqp import Topology
 from mediaflow_libs.contracts import Job
 from mediaflow_libs.telemetry import inject_trace_context
@@ -366,7 +366,9 @@ async def test_a_cancel_is_noticed_within_two_seconds_while_the_source_stalls(
         task = await create_task(db_pool, channel, worker.topology, origin.add(stalls))
         await eventually(lambda: uploading(db_pool, s3, worker, task))
         async with db_pool.acquire() as con, con.transaction():  # the gateway's cancel
-            assert await tasks.transition(con, worker.topology, task.task_id, tasks.CANCELED)
+            assert await task_transitions.transition(
+                con, worker.topology, task.task_id, tasks.CANCELED
+            )
         started = time.monotonic()
         await eventually(lambda: at_least(lambda: jobs_counted("canceled"), canceled + 1), 5)
         assert time.monotonic() - started < 2.0
@@ -483,7 +485,7 @@ async def test_a_cancel_landing_before_success_is_recorded_refuses_the_success(
         result = await real(*args, **kwargs)
         task_id = kwargs["key"].split("/")[2]
         async with db_pool.acquire() as con, con.transaction():
-            assert await tasks.transition(con, worker.topology, task_id, tasks.CANCELED)
+            assert await task_transitions.transition(con, worker.topology, task_id, tasks.CANCELED)
         canceled_ids.append(task_id)
         return result
 
@@ -670,7 +672,7 @@ async def create_queued(pool: asyncpg.Pool, topology: Topology, url: str) -> Sub
             TASK_COST,
         )
         assert await credits.charge(con, user_id, task_id, TASK_COST)
-        await tasks.record_event(con, topology, row)
+        await task_transitions.record_event(con, topology, row)
         await outbox.enqueue(
             con,
             exchange=topology.jobs_exchange,

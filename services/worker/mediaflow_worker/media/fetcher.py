@@ -26,6 +26,7 @@ class Fetched:
     content_type: str
     body: bytes
     headers: Mapping[str, str] = field(default_factory=dict)
+    status: int = 200
 
 
 @dataclass
@@ -79,7 +80,13 @@ class Fetcher:
                 size += len(chunk)
                 if size > max_bytes:
                     raise TaskFailure("too_large", f"{what} is larger than {max_bytes} bytes.")
-            return Fetched(str(source.url), source.content_type, b"".join(pieces))
+            return Fetched(
+                str(source.url),
+                source.content_type,
+                b"".join(pieces),
+                source.headers,
+                source.status,
+            )
 
 
 def clean_headers(headers: Mapping[str, str] | None) -> dict[str, str]:

@@ -1,5 +1,7 @@
 """A task's URL to the bytes to store: resolve it to a plan, select formats by the
 options, fetch them, and mux them through ffmpeg when they are more than one file as is.
+One fMP4 stream asked for as it is (its init section and segments) is stored as it is
+(:mod:`.concat`), and goes on at its next segment in another attempt.
 
 The resolvers, in order: the URL is fetched; media is a direct file, an HLS playlist or
 DASH manifest is a manifest; a page goes to the extractor of a platform that knows its
@@ -22,10 +24,11 @@ from mediaflow_worker.errors import TaskFailure
 from mediaflow_worker.fetch import Source
 from mediaflow_worker.journal import Continuation
 from mediaflow_worker.media import dash, hls, mux
+from mediaflow_worker.media.concat import SegmentedBody, concatenable, fingerprint
 from mediaflow_worker.media.fetcher import Fetcher
 from mediaflow_worker.media.metrics import MEDIA_FAILURES, MEDIA_TASKS, UNRESOLVED
 from mediaflow_worker.media.plan import Format, Info, Options, Plan
-from mediaflow_worker.media.segments import PieceFetch, fetch_pieces
+from mediaflow_worker.media.segments import Piece, PieceFetch, fetch_pieces
 from mediaflow_worker.media.select import Selection, select
 from mediaflow_worker.resolve import Page, Resolvers, _is_page, _page_text, _prepend, _read_head
 from mediaflow_worker.resume import Restarted, ResumableBody, validator
@@ -83,18 +86,22 @@ class Media:
     report: mux.MuxReport | None = None
     head: bytearray = field(default_factory=bytearray)
     segments: Segments = field(default_factory=Segments)
-    body: ResumableBody | None = None  # a direct file stored as it is
+    # A direct file, or one segmented stream, stored as it is.
+    body: ResumableBody | SegmentedBody | None = None
+    duration: float | None = None  # a playlist's, when no mux reports it
+    content_type: str | None = None  # what the stored file is, when its bytes do not say
 
     @property
     def continued(self) -> bool:
         """Whether the bytes start where another attempt's stored parts end."""
-        return self.body is not None and self.body.skip_to is not None
+        return self.body is not None and self.body.continued
 
     async def describe(self, content_type: str) -> Described:
         """The file name and API.md's ``media`` of the stored result."""
         probed = await mux.probe(bytes(self.head))
         known = self.plan.info
-        duration = (self.report.duration if self.report else None) or probed.duration
+        reported = self.report.duration if self.report else None
+        duration = reported or self.duration or probed.duration
         info = Info(
             title=known.title,
             duration=duration or known.duration,
@@ -251,30 +258,46 @@ def _codecs(*formats: Format | None) -> tuple[str | None, ...]:
     return tuple(f.get(key) for f in formats if f for key in ("vcodec", "acodec"))
 
 
-async def _format_stream(
-    fetcher: Fetcher,
-    found: Format,
-    config: MediaConfig,
-    kind: str,
-    plan_headers: dict[str, str],
-    segments: Segments,
-) -> AsyncIterator[bytes]:
-    """The bytes of one format: a file streamed as it comes, or its pieces in order."""
+def _segmented(found: Format) -> bool:
     protocol = found.get("protocol") or "https"
-    headers = {**plan_headers, **(found.get("http_headers") or {})}
-    if protocol in ("m3u8", "m3u8_native"):
+    return protocol in ("m3u8", "m3u8_native") or protocol.startswith("http_dash_segments")
+
+
+def _format_headers(found: Format, plan_headers: dict[str, str]) -> dict[str, str]:
+    return {**plan_headers, **(found.get("http_headers") or {})}
+
+
+@dataclass(frozen=True)
+class Stream:
+    """A segmented format's pieces in order, and its duration when its playlist says."""
+
+    url: str
+    pieces: list[Piece]
+    duration: float | None
+
+
+async def _stream_pieces(
+    fetcher: Fetcher, found: Format, config: MediaConfig, headers: dict[str, str]
+) -> Stream:
+    """The pieces of a segmented format: its media playlist's (fetched), or its fragments."""
+    if (found.get("protocol") or "https") in ("m3u8", "m3u8_native"):
         fetched = await fetcher.read(
             found["url"], config.manifest_max_bytes, headers=headers, what="A playlist"
         )
-        pieces = hls.media_segments(fetched.body.decode("utf-8", "replace"), fetched.url).pieces
-    elif protocol.startswith("http_dash_segments"):
-        pieces = dash.fragment_pieces(found)
-    else:
-        async with fetcher.open(found["url"], headers=headers) as source:
-            async for chunk in source.chunks:
-                yield chunk
-        return
-    fetch = PieceFetch(
+        playlist = hls.media_segments(fetched.body.decode("utf-8", "replace"), fetched.url)
+        return Stream(fetched.url, playlist.pieces, playlist.duration or None)
+    fragments = found.get("fragments") or []
+    durations = [f.get("duration") for f in fragments]
+    known = [float(d) for d in durations if d]
+    # An init fragment has no duration; every other one must have one for the sum to hold.
+    duration = sum(known) if len(known) >= len(fragments) - 1 and known else None
+    return Stream(found.get("url") or "", dash.fragment_pieces(found), duration)
+
+
+def _piece_fetch(
+    fetcher: Fetcher, headers: dict[str, str], config: MediaConfig, kind: str
+) -> PieceFetch:
+    return PieceFetch(
         fetcher,
         headers,
         config.segment_parallelism,
@@ -282,8 +305,29 @@ async def _format_stream(
         config.segment_max_bytes,
         kind,
     )
-    segments.known += len(pieces)
-    async for body in fetch_pieces(fetch, pieces, segments.handed_on):
+
+
+async def _format_stream(
+    fetcher: Fetcher,
+    found: Format,
+    config: MediaConfig,
+    kind: str,
+    plan_headers: dict[str, str],
+    segments: Segments,
+    known: Stream | None = None,
+) -> AsyncIterator[bytes]:
+    """The bytes of one format: a file streamed as it comes, or its pieces in order
+    (``known``: already listed)."""
+    headers = _format_headers(found, plan_headers)
+    if not _segmented(found):
+        async with fetcher.open(found["url"], headers=headers) as source:
+            async for chunk in source.chunks:
+                yield chunk
+        return
+    stream = known or await _stream_pieces(fetcher, found, config, headers)
+    segments.known += len(stream.pieces)
+    fetch = _piece_fetch(fetcher, headers, config, kind)
+    async for body in fetch_pieces(fetch, stream.pieces, segments.handed_on):
         yield body
 
 
@@ -293,16 +337,24 @@ async def _source_stream(source: Source) -> AsyncIterator[bytes]:
 
 
 def _inputs(
-    fetcher: Fetcher, plan: Plan, selection: Selection, config: MediaConfig, segments: Segments
+    fetcher: Fetcher,
+    plan: Plan,
+    selection: Selection,
+    config: MediaConfig,
+    segments: Segments,
+    listed: Stream | None = None,
 ) -> tuple[list[AsyncIterator[bytes]], int | None, int | None]:
-    """ffmpeg's inputs, and which of them holds the video and the audio."""
+    """ffmpeg's inputs, and which of them holds the video and the audio (``listed``: the
+    pieces of the one format, already known)."""
     inputs: list[AsyncIterator[bytes]] = []
     video_input = audio_input = None
 
     def stream(found: Format) -> AsyncIterator[bytes]:
         if plan.source is not None:
             return _source_stream(plan.source)
-        return _format_stream(fetcher, found, config, plan.source_kind, plan.headers, segments)
+        return _format_stream(
+            fetcher, found, config, plan.source_kind, plan.headers, segments, listed
+        )
 
     if selection.video is not None:
         inputs.append(stream(selection.video))
@@ -314,6 +366,90 @@ def _inputs(
         inputs.append(stream(selection.audio))
         audio_input = len(inputs) - 1
     return inputs, video_input, audio_input
+
+
+def _single_stream(plan: Plan, selection: Selection, output: mux.Output) -> Format | None:
+    """The one segmented format that may be stored as it is: nothing to mux, no stream to
+    leave out, no re-encoding, and an MP4 to make (what its segments are is known only
+    once its playlist is read: :func:`.concat.concatenable`)."""
+    if plan.source is not None or output.format_args[:2] != ["-f", "mp4"]:
+        return None
+    if selection.drop_audio or selection.drop_video:
+        return None
+    if (selection.video is None) == (selection.audio is None):
+        return None
+    found = selection.video or selection.audio
+    return found if found is not None and _segmented(found) else None
+
+
+async def _as_is(
+    fetcher: Fetcher,
+    plan: Plan,
+    found: Format,
+    listed: Stream,
+    config: MediaConfig,
+    options: Options,
+    continuation: Continuation | None,
+) -> Media:
+    """One fMP4 stream's pieces, concatenated: from the segment where another attempt's
+    stored parts end when it recorded this very list of pieces."""
+    pieces = listed.pieces
+    fetch = _piece_fetch(fetcher, _format_headers(found, plan.headers), config, plan.source_kind)
+    start = None
+    if (
+        continuation is not None
+        and continuation.next_segment is not None
+        and continuation.validator == fingerprint(pieces)
+        and continuation.next_segment[0] <= len(pieces)
+    ):
+        start = continuation.next_segment
+    segments = Segments(known=len(pieces), done=start[0] if start else 0)
+    body = SegmentedBody(
+        fetch,
+        pieces,
+        listed.url,
+        segments.handed_on,
+        start,
+        continuation.offset if start and continuation else 0,
+    )
+    media = Media(
+        body.chunks(),
+        None,
+        plan,
+        segments=segments,
+        body=body,
+        duration=listed.duration,
+        # Audio alone is audio/mp4, as ffmpeg's M4A brand says of the muxed file.
+        content_type="audio/mp4" if options.mode == "audio" else None,
+    )
+    if start is not None and start != (0, 0):
+        # What the stored file is, is probed from its start: the init section at least.
+        async for init in fetch_pieces(fetch, pieces[:1]):
+            media.head += init[:PROBE_BYTES]
+    return media
+
+
+def _muxed(
+    fetcher: Fetcher,
+    plan: Plan,
+    selection: Selection,
+    config: MediaConfig,
+    options: Options,
+    listed: Stream | None,
+) -> Media:
+    segments = Segments()
+    inputs, video_input, audio_input = _inputs(fetcher, plan, selection, config, segments, listed)
+    output = mux.output_for(
+        options,
+        video_input=video_input,
+        audio_input=audio_input,
+        codecs=_codecs(selection.video, selection.audio),
+    )
+    report = mux.MuxReport()
+    media = Media(mux.mux(inputs, output, report, kind=plan.source_kind), None, plan)
+    media.report = report
+    media.segments = segments
+    return media
 
 
 async def _tee(chunks: AsyncIterator[bytes], head: bytearray) -> AsyncIterator[bytes]:
@@ -370,18 +506,27 @@ async def open_task_media(
             except TaskFailure as exc:
                 MEDIA_FAILURES.labels(plan.source_kind, exc.code).inc()
                 raise
-            segments = Segments()
-            inputs, video_input, audio_input = _inputs(fetcher, plan, selection, config, segments)
-            output = mux.output_for(
+            # Only the container it would make matters here, not the maps.
+            container = mux.output_for(
                 options,
-                video_input=video_input,
-                audio_input=audio_input,
+                video_input=None,
+                audio_input=None,
                 codecs=_codecs(selection.video, selection.audio),
             )
-            report = mux.MuxReport()
-            media = Media(mux.mux(inputs, output, report, kind=plan.source_kind), None, plan)
-            media.report = report
-            media.segments = segments
+            single = _single_stream(plan, selection, container)
+            listed: Stream | None = None
+            if single is not None:
+                try:
+                    listed = await _stream_pieces(
+                        fetcher, single, config, _format_headers(single, plan.headers)
+                    )
+                except TaskFailure as exc:
+                    MEDIA_FAILURES.labels(plan.source_kind, exc.code).inc()
+                    raise
+            if single is not None and listed is not None and concatenable(listed.pieces):
+                media = await _as_is(fetcher, plan, single, listed, config, options, continuation)
+            else:
+                media = _muxed(fetcher, plan, selection, config, options, listed)
         chunks = media.chunks
         media.chunks = _tee(chunks, media.head)
         try:

@@ -17,8 +17,10 @@ from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from mediaflow_worker.errors import Retry, TaskFailure
-from mediaflow_worker.media.fetcher import Fetcher
+from mediaflow_worker.media.fetcher import Fetched, Fetcher
 from mediaflow_worker.media.metrics import SEGMENTS
+from mediaflow_worker.metrics import BYTES_REFETCHED
+from mediaflow_worker.resume import range_first
 
 T = TypeVar("T")
 _RETRY_PAUSE = 0.25  # doubled after each failed try of one piece
@@ -94,11 +96,20 @@ async def _with_retries(fetch: PieceFetch, attempt: Callable[[], Awaitable[T]]) 
     raise AssertionError("unreachable")
 
 
-async def _piece(fetch: PieceFetch, keys: _Keys, piece: Piece) -> bytes:
+async def _piece(fetch: PieceFetch, keys: _Keys, piece: Piece, skip: int = 0) -> bytes:
+    """The piece's bytes (decrypted), without its first ``skip`` (stored by another
+    attempt): asked for with ``Range`` when the piece is not encrypted (CBC decrypts from
+    its first block), else fetched whole and the prefix dropped."""
+    ranged = skip if piece.key is None else 0
+    byte_range = piece.byte_range
+    if byte_range is not None and ranged:
+        byte_range = (byte_range[0] + ranged, byte_range[1] - ranged)
     headers = dict(fetch.headers)
-    if piece.byte_range is not None:
-        offset, length = piece.byte_range
+    if byte_range is not None:
+        offset, length = byte_range
         headers["Range"] = f"bytes={offset}-{offset + length - 1}"
+    elif ranged:
+        headers["Range"] = f"bytes={ranged}-"
     try:
         fetched = await _with_retries(
             fetch,
@@ -107,15 +118,20 @@ async def _piece(fetch: PieceFetch, keys: _Keys, piece: Piece) -> bytes:
             ),
         )
         body = fetched.body
-        if piece.byte_range is not None:
-            offset, length = piece.byte_range
+        if byte_range is not None:
+            offset, length = byte_range
             if len(body) != length:
                 # A server that ignores Range sends the whole resource.
                 if len(body) < offset + length:
                     raise Retry("source_unreachable", "A segment's byte range came back short.")
                 body = body[offset : offset + length]
+        elif ranged:
+            body = _rest(fetched, ranged)
         if piece.key is not None:
             body = _decrypt(body, await keys.get(piece.key.url), piece.key.iv or bytes(16))
+            if skip:
+                BYTES_REFETCHED.inc(min(skip, len(body)))
+                body = body[skip:]
     except asyncio.CancelledError:
         raise  # another piece failed, or the task stopped: not this piece's failure
     except BaseException:
@@ -123,6 +139,19 @@ async def _piece(fetch: PieceFetch, keys: _Keys, piece: Piece) -> bytes:
         raise
     SEGMENTS.labels(fetch.kind, "fetched").inc()
     return body
+
+
+def _rest(fetched: Fetched, skip: int) -> bytes:
+    """A segment's bytes from ``skip`` on, out of the answer to ``Range: bytes=skip-``: a
+    ``206`` must start there; a ``200`` is the whole segment again."""
+    if fetched.status == 206:
+        if range_first(fetched.headers.get("Content-Range")) != skip:
+            raise Retry("source_unreachable", "A segment's range came back with other bytes.")
+        return fetched.body
+    BYTES_REFETCHED.inc(min(skip, len(fetched.body)))
+    if len(fetched.body) < skip:
+        raise Retry("source_unreachable", "A segment is shorter than the part stored of it.")
+    return fetched.body[skip:]
 
 
 def _decrypt(body: bytes, key: bytes, iv: bytes) -> bytes:
@@ -138,9 +167,10 @@ def _decrypt(body: bytes, key: bytes, iv: bytes) -> bytes:
 
 
 async def fetch_pieces(
-    fetch: PieceFetch, pieces: list[Piece], on_piece: OnPiece | None = None
+    fetch: PieceFetch, pieces: list[Piece], on_piece: OnPiece | None = None, skip: int = 0
 ) -> AsyncIterator[bytes]:
-    """The pieces' bytes in order; up to ``parallelism`` fetched at once."""
+    """The pieces' bytes in order, the first's without its first ``skip``; up to
+    ``parallelism`` fetched at once."""
     keys = _Keys(fetch)
     window: deque[asyncio.Task[bytes]] = deque()
     upcoming = iter(pieces)
@@ -150,7 +180,8 @@ async def fetch_pieces(
                 piece = next(upcoming, None)
                 if piece is None:
                     break
-                window.append(asyncio.create_task(_piece(fetch, keys, piece)))
+                window.append(asyncio.create_task(_piece(fetch, keys, piece, skip)))
+                skip = 0
             if not window:
                 return
             body = await window.popleft()

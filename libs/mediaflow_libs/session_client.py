@@ -1,5 +1,6 @@
-"""Session checks shared by gateway and notifier, and the service tokens that
-authenticate internal calls.
+"""Session checks shared by gateway and notifier: a client of auth's verify endpoint that
+caches valid answers, asks once for requests that arrive together, and stops asking while
+auth is failing.
 
 A 401 means one thing: the caller's session is not valid. When auth cannot
 answer (down, slow, breaker open) the answer is 503 ``auth_unavailable``. Whatever
@@ -10,29 +11,23 @@ faults count towards the circuit breaker.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import math
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit
 
-import aio_pika
 import httpx
-import jwt
 import structlog
-from aio_pika.abc import AbstractConnection, AbstractRobustConnection
 from litestar import Request
-from litestar.connection import ASGIConnection
-from litestar.handlers import BaseRouteHandler
 from prometheus_client import Counter
 
-from mediaflow_libs.amqp import Topology
+from mediaflow_libs.circuit_breaker import CircuitBreaker
 from mediaflow_libs.contracts import CredentialRevoked
+from mediaflow_libs.credentials import could_be_credential, credential_digest, presented_credential
 from mediaflow_libs.problems import ProblemError
+from mediaflow_libs.service_tokens import issue_service_token
 from mediaflow_libs.settings import SessionCheckSettings
 
 log = structlog.get_logger(__name__)
@@ -43,39 +38,9 @@ SESSION_CHECKS = Counter(
 SESSION_FAILURE_CODES = frozenset(
     {"session_missing", "session_invalid", "session_expired", "session_revoked"}
 )
-SERVICE_TOKEN_AUDIENCE = "mediaflow-internal"  # noqa: S105 - an audience name, not a secret
 _CACHE_LIMIT = 100_000
-SERVICE_TOKEN_LIFETIME_SECONDS = 120
 AUTH_RETRY_AFTER_SECONDS = 2
 AUTH_KEEPALIVE_SECONDS = 2.0  # below uvicorn's keep-alive timeout (5 s) on auth's side
-
-
-def cookie_name(public_url: str) -> str:
-    """``__Host-mf_session`` behind https, ``mf_session`` otherwise (API.md)."""
-    return "__Host-mf_session" if urlsplit(public_url).scheme == "https" else "mf_session"
-
-
-def issue_service_token(secret: str, service: str) -> str:
-    now = int(time.time())
-    claims = {
-        "iss": service,
-        "aud": SERVICE_TOKEN_AUDIENCE,
-        "iat": now,
-        "exp": now + SERVICE_TOKEN_LIFETIME_SECONDS,
-    }
-    return jwt.encode(claims, secret, algorithm="HS256")
-
-
-def check_service_token(secret: str, token: str) -> str:
-    """The calling service's name, or :class:`jwt.InvalidTokenError`."""
-    claims = jwt.decode(
-        token,
-        secret,
-        algorithms=["HS256"],
-        audience=SERVICE_TOKEN_AUDIENCE,
-        options={"require": ["exp", "iat", "iss", "aud"]},
-    )
-    return str(claims["iss"])
 
 
 @dataclass(frozen=True)
@@ -94,126 +59,6 @@ class Identity:
             "name": self.name,
             "created_at": self.created_at,
         }
-
-
-# Auth issues session tokens of 43 URL-safe base64 characters and API keys of 47 (``mfk_``
-# and 43 more). A credential longer than this or with any other character is none that auth
-# issued: it is refused without asking auth, so that no junk, however large, reaches it.
-# The room to spare lets auth change its formats without a lockstep deploy of its callers.
-MAX_CREDENTIAL_LENGTH = 256
-_CREDENTIAL_SHAPE = re.compile(rf"[A-Za-z0-9_-]{{1,{MAX_CREDENTIAL_LENGTH}}}")
-
-
-def could_be_credential(value: str) -> bool:
-    """Whether ``value`` has the shape of a credential auth issues (else: session_invalid)."""
-    return _CREDENTIAL_SHAPE.fullmatch(value) is not None
-
-
-def credential_digest(credential: str) -> str:
-    """How auth stores a credential and how revocations name it: hex SHA-256."""
-    return hashlib.sha256(credential.encode()).hexdigest()
-
-
-def _bearer(request: Request[Any, Any, Any]) -> str | None:
-    scheme, _, value = request.headers.get("authorization", "").partition(" ")
-    return value.strip() if scheme.lower() == "bearer" and value.strip() else None
-
-
-def presented_credential(request: Request[Any, Any, Any], public_url: str) -> str | None:
-    """The bearer token or session cookie the request carries, if any."""
-    return _bearer(request) or request.cookies.get(cookie_name(public_url)) or None
-
-
-SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-CROSS_SITE_REFUSED = Counter(
-    "http_cross_site_refused_total", "Unsafe requests refused as sent by another site's page"
-)
-
-
-def _origin_of(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}" if parts.scheme and parts.netloc else url
-
-
-def check_same_origin(connection: ASGIConnection[Any, Any, Any, Any], public_url: str) -> None:
-    """Cross-site defence for every unsafe request, whatever its credentials (none, cookie or
-    bearer key), sign-up and sign-in included: a browser names the page's origin in
-    ``Origin`` (or, when a privacy setting strips it, ``Referer``); anything but PUBLIC_URL's
-    origin is refused. A request naming neither is refused when its ``Sec-Fetch-Site`` says
-    another page sent it. Clients that send none of the three (the CLI, scripts) are not
-    browsers, so no page is behind them, and they pass."""
-    if connection.scope.get("method", "GET") in SAFE_METHODS:
-        return
-    headers = connection.headers
-    claimed = headers.get("origin") or headers.get("referer")
-    if claimed is not None:
-        if _origin_of(claimed) == _origin_of(public_url):
-            return
-        source = _origin_of(claimed)[:200]
-    else:
-        fetched_from = headers.get("sec-fetch-site", "same-origin").lower()
-        if fetched_from in ("same-origin", "none"):  # "none": the user's own navigation
-            return
-        source = f"Sec-Fetch-Site: {fetched_from[:40]}"
-    CROSS_SITE_REFUSED.inc()
-    log.warning("csrf.rejected", claimed_origin=source)
-    raise ProblemError(
-        403, "csrf_rejected", "This request came from another site's page and was refused."
-    )
-
-
-def refuse_cross_site(
-    public_url: str,
-) -> Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], None]:
-    """:func:`check_same_origin` as an app-wide guard: it runs on every route before the
-    handler, its dependencies or the body are touched."""
-
-    def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-        check_same_origin(connection, public_url)
-
-    return guard
-
-
-class CircuitBreaker:
-    """Spares auth, and the requests that would wait on it, calls that are bound to fail.
-
-    Closed, it lets every call through and counts consecutive faults; ``threshold`` of them
-    open it. Open, it refuses calls until ``reset_seconds`` have passed, then lets one trial
-    call through (half-open) and refuses the others meanwhile: a success closes it, a fault
-    opens it again for another ``reset_seconds``. A trial that never reports back is replaced
-    by another one after ``reset_seconds``. Only faults of auth itself are recorded as such
-    (see :meth:`SessionClient._ask_auth`); any answer is a success.
-    """
-
-    def __init__(
-        self, threshold: int, reset_seconds: float, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self.threshold = threshold
-        self.reset_seconds = reset_seconds
-        self._clock = clock
-        self._faults = 0
-        self._opened_at: float | None = None  # or the start of the latest trial
-
-    @property
-    def is_open(self) -> bool:
-        return self._opened_at is not None
-
-    def allow(self) -> bool:
-        if self._opened_at is None:
-            return True
-        now = self._clock()
-        if now - self._opened_at < self.reset_seconds:
-            return False
-        self._opened_at = now  # this call is the trial; the next one waits a period
-        return True
-
-    def record_success(self) -> None:
-        self._faults, self._opened_at = 0, None
-
-    def record_fault(self) -> None:
-        self._faults += 1
-        if self._faults >= self.threshold:
-            self._opened_at = self._clock()
 
 
 class SessionClient:
@@ -432,40 +277,3 @@ async def require_identity(
     identity = await client.verify(credential)
     structlog.contextvars.bind_contextvars(user_id=identity.user_id)
     return identity
-
-
-async def listen_for_revocations(
-    connection: AbstractRobustConnection,
-    topology: Topology,
-    client: SessionClient,
-    also: Callable[[CredentialRevoked], None] | None = None,
-) -> None:
-    """Evict revoked credentials from ``client``'s cache as auth announces them (and pass
-    each announcement to ``also``). Runs until cancelled; after a reconnect the whole cache
-    is dropped, since announcements may have been missed meanwhile."""
-    connection.reconnect_callbacks.add(lambda *_: client.forget_all())
-    channel = await connection.channel()
-    exchange = await channel.declare_exchange(
-        topology.revocations_exchange, aio_pika.ExchangeType.FANOUT, durable=True
-    )
-    queue = await channel.declare_queue(exclusive=True, auto_delete=True)
-    await queue.bind(exchange)
-    async with queue.iterator() as messages:
-        async for message in messages:
-            async with message.process():
-                revoked = CredentialRevoked.FromString(message.body)
-                client.forget(revoked)
-                if also is not None:
-                    also(revoked)
-
-
-async def announce_revocation(
-    connection: AbstractConnection, topology: Topology, revoked: CredentialRevoked
-) -> None:
-    """Tell every gateway and notifier replica to drop a credential from its cache."""
-    channel = await connection.channel()
-    try:
-        exchange = await channel.get_exchange(topology.revocations_exchange, ensure=False)
-        await exchange.publish(aio_pika.Message(revoked.SerializeToString()), routing_key="")
-    finally:
-        await channel.close()

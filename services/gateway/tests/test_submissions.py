@@ -5,12 +5,26 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
 
-from mediaflow_libs import credits, tasks
+from libs.tests.support import private_database
+from mediaflow_gateway import submissions
+from mediaflow_libs import credits, db
 from mediaflow_libs.amqp import Topology
+from mediaflow_libs.migrate import apply_migrations
+
+
+@pytest.fixture(scope="module")
+async def db_pool(infra) -> AsyncIterator[asyncpg.Pool]:  # type: ignore[no-untyped-def]
+    """A database of these tests' own: the gateway other tests serve runs an outbox relay on
+    the shared one, which would publish (and delete) the jobs counted here."""
+    async with private_database(infra, "submissions") as url:
+        await apply_migrations(url)
+        async with db.open_pool(url, size=5) as pool:
+            yield pool
 
 
 @pytest.fixture
@@ -18,8 +32,8 @@ def topology(infra) -> Topology:  # type: ignore[no-untyped-def]
     return Topology(infra.amqp_namespace)
 
 
-def _submitter(db_pool: asyncpg.Pool, topology: Topology) -> tasks.Submitter:
-    return tasks.Submitter(
+def _submitter(db_pool: asyncpg.Pool, topology: Topology) -> submissions.Submitter:
+    return submissions.Submitter(
         db_pool, topology, cost=1, signup_credits=0, submits_per_window=100, window_seconds=60
     )
 
@@ -32,7 +46,7 @@ async def _user_with(db_pool: asyncpg.Pool, balance: int) -> str:
 
 
 def _batches_written() -> float:
-    (metric,) = tasks.SUBMISSION_BATCH_SIZE.collect()
+    (metric,) = submissions.SUBMISSION_BATCH_SIZE.collect()
     return next(s.value for s in metric.samples if s.name.endswith("_count"))
 
 
@@ -76,7 +90,7 @@ async def test_submissions_sent_together_share_transactions_but_not_outcomes(
 async def test_a_refused_submission_writes_nothing_and_uses_no_rate_limit_slot(
     db_pool: asyncpg.Pool, topology: Topology
 ) -> None:
-    submitter = tasks.Submitter(
+    submitter = submissions.Submitter(
         db_pool, topology, cost=1, signup_credits=0, submits_per_window=2, window_seconds=60
     )
     user = await _user_with(db_pool, 1)

@@ -1,24 +1,20 @@
-"""The user's commands: an account, tasks and their files, API keys."""
+"""The user's task commands: submit and follow one, list them, see, cancel or delete one, and
+download its file."""
 
 from __future__ import annotations
 
 import argparse
-import getpass
-import os
-import sys
 from pathlib import Path
 from typing import Any
 
-from mediaflow_cli.client import Api, forget_session, resolve
+from mediaflow_cli.client import Api, api_for
 from mediaflow_cli.command import (
     EXIT_OK,
     EXIT_TASK_FAILED,
-    EXIT_UNAVAILABLE,
     EXIT_USAGE,
     CliError,
     Commands,
     add_command,
-    add_group,
     emit,
     say,
 )
@@ -27,90 +23,6 @@ from mediaflow_cli.progress import Bar
 QUALITIES = ("best", "2160", "1440", "1080", "720", "480", "360", "240", "144")
 AUDIO_FORMATS = ("original", "mp3", "opus")
 LIST_PAGE = 20
-
-
-def _api(args: argparse.Namespace) -> Api:
-    return Api(*resolve(args.url))
-
-
-# --- account ---------------------------------------------------------------------------------
-
-
-def _password(args: argparse.Namespace, confirm: bool) -> str:
-    """From MEDIAFLOW_PASSWORD, stdin (--password-stdin), or a prompt on a terminal."""
-    if args.password_stdin:
-        password = sys.stdin.readline().rstrip("\r\n")
-        if not password:
-            raise CliError("--password-stdin: stdin held no password", EXIT_USAGE, "no_password")
-        return password
-    if password := os.environ.get("MEDIAFLOW_PASSWORD", ""):
-        return password
-    if not sys.stdin.isatty():
-        raise CliError(
-            "no password: set MEDIAFLOW_PASSWORD, pipe it with --password-stdin, "
-            "or run this in a terminal to be asked",
-            EXIT_USAGE,
-            "no_password",
-        )
-    try:
-        password = getpass.getpass("Password: ")
-        if confirm and getpass.getpass("Password again: ") != password:
-            raise CliError("the two passwords differ", EXIT_USAGE, "password_mismatch")
-    except EOFError as exc:
-        raise CliError("no password given", EXIT_USAGE, "no_password") from exc
-    return password
-
-
-async def _authenticate(args: argparse.Namespace, action: str) -> int:
-    password = _password(args, confirm=action == "sign-up")
-    base_url, _ = resolve(args.url)
-    async with Api(base_url) as api:
-        body = await api.authenticate(action, args.email, password, getattr(args, "name", None))
-    say(f"signed in to {base_url} as {body['user']['email']}")
-    emit(args, body)
-    return EXIT_OK
-
-
-async def sign_up(args: argparse.Namespace) -> int:
-    return await _authenticate(args, "sign-up")
-
-
-async def sign_in(args: argparse.Namespace) -> int:
-    return await _authenticate(args, "sign-in")
-
-
-async def sign_out(args: argparse.Namespace) -> int:
-    base_url, headers = resolve(args.url)
-    if "cookie" in headers:
-        async with Api(base_url, headers) as api:
-            # Revoked on the server even when the local copy is then forgotten.
-            response = await api.http.post("/v1/auth/sign-out")
-            if response.status_code >= 500:
-                raise CliError(
-                    f"the server could not sign out ({response.status_code}); "
-                    "the session is kept, try again",
-                    EXIT_UNAVAILABLE,
-                    "unavailable",
-                )
-    forgotten = forget_session() if "cookie" in headers else False
-    say("signed out" if forgotten else "not signed in")
-    emit(args, {"signed_out": forgotten})
-    return EXIT_OK
-
-
-async def me(args: argparse.Namespace) -> int:
-    async with _api(args) as api:
-        body = await api.json("GET", "/v1/me")
-    balance = body["credits"]["balance"]
-    say(
-        f"{body['user']['email']} at {api.base_url}: {balance} credits. A task is charged when "
-        "it is accepted and refunded if it fails or is canceled."
-    )
-    emit(args, body, str(balance))
-    return EXIT_OK
-
-
-# --- tasks -----------------------------------------------------------------------------------
 
 
 def _describe(task: dict[str, Any]) -> str:
@@ -187,7 +99,7 @@ async def submit(args: argparse.Namespace) -> int:
             raise CliError("--audio-format goes with --audio", EXIT_USAGE, "usage")
         body["audio_format"] = args.audio_format
     _one_thing_on_stdout(args)
-    async with _api(args) as api:
+    async with api_for(args.url) as api:
         task = (await api.json("POST", "/v1/tasks", json=body))["task"]
         say(f"accepted task {task['id']}")
         if args.no_wait:
@@ -207,7 +119,7 @@ async def submit(args: argparse.Namespace) -> int:
 
 async def watch(args: argparse.Namespace) -> int:
     _one_thing_on_stdout(args)
-    async with _api(args) as api:
+    async with api_for(args.url) as api:
         task = await _follow(api, {"id": args.task_id})
         say(_describe(task), "green" if task["status"] == "succeeded" else "red")
         path = (
@@ -223,7 +135,7 @@ async def watch(args: argparse.Namespace) -> int:
 
 
 async def status(args: argparse.Namespace) -> int:
-    async with _api(args) as api:
+    async with api_for(args.url) as api:
         task = await api.task(args.task_id)
     say(_describe(task))
     emit(args, {"task": task}, task["status"])
@@ -243,7 +155,7 @@ def _row(task: dict[str, Any]) -> str:
 async def list_tasks(args: argparse.Namespace) -> int:
     items: list[dict[str, Any]] = []
     cursor = args.cursor
-    async with _api(args) as api:
+    async with api_for(args.url) as api:
         while True:
             params = {"limit": str(args.limit)} | ({"cursor": cursor} if cursor else {})
             page = await api.json("GET", "/v1/tasks", params=params)
@@ -260,7 +172,7 @@ async def list_tasks(args: argparse.Namespace) -> int:
 
 
 async def cancel(args: argparse.Namespace) -> int:
-    async with _api(args) as api:
+    async with api_for(args.url) as api:
         task = (await api.json("POST", f"/v1/tasks/{args.task_id}/cancel"))["task"]
     say(_describe(task))
     emit(args, {"task": task}, task["status"])
@@ -268,7 +180,7 @@ async def cancel(args: argparse.Namespace) -> int:
 
 
 async def delete(args: argparse.Namespace) -> int:
-    async with _api(args) as api:
+    async with api_for(args.url) as api:
         await api.call("DELETE", f"/v1/tasks/{args.task_id}")
     say(f"deleted task {args.task_id} and its file")
     emit(args, {"deleted": args.task_id})
@@ -277,7 +189,7 @@ async def delete(args: argparse.Namespace) -> int:
 
 async def download(args: argparse.Namespace) -> int:
     _one_thing_on_stdout(args)
-    async with _api(args) as api:
+    async with api_for(args.url) as api:
         task = await api.task(args.task_id)
         if task["status"] != "succeeded":
             # The server's own 409 task_not_ready, so the error reads the same either way; if
@@ -297,61 +209,7 @@ async def download(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-# --- API keys --------------------------------------------------------------------------------
-
-
-async def keys_create(args: argparse.Namespace) -> int:
-    async with _api(args) as api:
-        created = await api.json("POST", "/v1/auth/api-keys", json={"name": args.name})
-    say(
-        f"created API key {created['id']} ({created['name']}); it is shown once, store it now. "
-        "Use it as MEDIAFLOW_API_KEY or as `Authorization: Bearer KEY`."
-    )
-    emit(args, created, created["key"])
-    return EXIT_OK
-
-
-async def keys_list(args: argparse.Namespace) -> int:
-    async with _api(args) as api:
-        body = await api.json("GET", "/v1/auth/api-keys")
-    rows = [
-        f"{key['id']}  {key['created_at']}  {key['last_used_at'] or 'never-used'}  {key['name']}"
-        for key in body["items"]
-    ]
-    emit(args, body, *rows)
-    if not rows:
-        say("no API keys: mediaflow keys create NAME")
-    return EXIT_OK
-
-
-async def keys_delete(args: argparse.Namespace) -> int:
-    async with _api(args) as api:
-        await api.call("DELETE", f"/v1/auth/api-keys/{args.key_id}")
-    say(f"deleted API key {args.key_id}; it is refused from now on")
-    emit(args, {"deleted": args.key_id})
-    return EXIT_OK
-
-
-# --- registration ----------------------------------------------------------------------------
-
-
 def register(commands: Commands) -> None:
-    where_from = (
-        "password from MEDIAFLOW_PASSWORD, stdin with --password-stdin, or a prompt on a terminal"
-    )
-    for name, handler, what in (
-        ("sign-up", sign_up, "create an account and sign in"),
-        ("sign-in", sign_in, "sign in; the session is saved for the next commands"),
-    ):
-        command = add_command(commands, name, what, handler, f"{what}; {where_from}")
-        command.add_argument("email")
-        command.add_argument(
-            "--password-stdin", action="store_true", help="read the password from stdin"
-        )
-        if name == "sign-up":
-            command.add_argument("--name", help="your name (optional)")
-    add_command(commands, "sign-out", "end the saved session, here and on the server", sign_out)
-    add_command(commands, "me", "who is signed in and the credit balance (stdout: the balance)", me)
 
     submit_command = add_command(
         commands,
@@ -420,12 +278,3 @@ def register(commands: Commands) -> None:
                 action="store_true",
                 help="print a presigned URL instead of downloading",
             )
-
-    keys = add_group(add_command(commands, "keys", "API keys for scripts and other tools"), "keys")
-    create = add_command(
-        keys, "create", "create an API key (stdout: the key, shown once)", keys_create
-    )
-    create.add_argument("name")
-    add_command(keys, "list", "your API keys (one line each, id first)", keys_list)
-    remove = add_command(keys, "delete", "delete an API key; it is refused at once", keys_delete)
-    remove.add_argument("key_id", metavar="ID")
