@@ -15,7 +15,7 @@ from prometheus_client import Counter
 
 from mediaflow_libs import credits, db
 from mediaflow_libs.amqp import Topology
-from mediaflow_libs.contracts import Task
+from mediaflow_libs.task_view import task_view
 from mediaflow_libs.tasks import (
     CANCELED,
     FAILED,
@@ -24,8 +24,6 @@ from mediaflow_libs.tasks import (
     SUCCEEDED,
     TERMINAL_STATUSES,
     object_prefix,
-    task_json,
-    task_message,
 )
 
 log = structlog.get_logger(__name__)
@@ -68,26 +66,26 @@ def sources_of(target: str) -> list[str]:
 EVENT_HEADERS = {"message_type": "mediaflow.v1.TaskEvent"}
 
 
-def event_arguments(topology: Topology, task: Task) -> tuple[Any, ...]:
+def event_arguments(topology: Topology, row: Any) -> tuple[Any, ...]:
     """``media.record_task_event``'s arguments after the task's id, user and status: the
-    snapshot and where its message goes (the relay builds the message from the event)."""
+    snapshot (the task row as API.md shows it) and where its message goes (the relay builds
+    the message from the event)."""
     return (
-        task_json(task),
+        task_view(row),
         topology.events_exchange,
-        topology.event_routing_key(task.user_id, task.id),
+        topology.event_routing_key(str(row["user_id"]), str(row["id"])),
         EVENT_HEADERS,
     )
 
 
 async def record_event(con: db.Connection, topology: Topology, row: Any) -> int:
     """Append the task's current state as an event and queue it for publishing."""
-    task = task_message(row)
     event_id: int = await con.fetchval(
         "SELECT media.record_task_event($1, $2, $3, $4, $5, $6, $7)",
         row["id"],
         row["user_id"],
         row["status"],
-        *event_arguments(topology, task),
+        *event_arguments(topology, row),
     )
     return event_id
 

@@ -1,17 +1,23 @@
 """A task as API.md shows it: one type, which the published schema describes, built straight
-from the task's row (what the routes and the event snapshots show)."""
+from the task's row (what the routes, the stream's snapshots and the event snapshots show),
+or from its message (the live events the notifier relays)."""
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from typing import Any, Literal, TypedDict, cast
 
-from mediaflow_libs import naming
+from google.protobuf.timestamp_pb2 import Timestamp
 
-SUCCEEDED = "succeeded"
-DEFAULT_OPTIONS: dict[str, str] = {"quality": "best", "mode": "auto", "audio_format": "original"}
-MEDIA_FIELDS = ("title", "duration_seconds", "width", "height", "video_codec", "audio_codec")
+from mediaflow_libs import contracts
+from mediaflow_libs.tasks import (
+    MEDIA_FIELDS,
+    SUCCEEDED,
+    json_object,
+    result_content_type,
+    result_filename,
+    stored_options,
+)
 
 
 class TaskError(TypedDict):
@@ -58,28 +64,9 @@ class Task(TypedDict):
     updated_at: str
 
 
-def json_object(value: Any) -> dict[str, Any]:
-    """A jsonb column's object, decoded or not by the connection's codec."""
-    if isinstance(value, str):
-        value = json.loads(value)
-    return value if isinstance(value, dict) else {}
-
-
-def stored_options(value: Any) -> dict[str, str]:
-    """A task's options as stored (null for a task from before options), defaults filled in."""
-    found = json_object(value)
-    return {name: str(found.get(name) or default) for name, default in DEFAULT_OPTIONS.items()}
-
-
 def rfc3339(value: datetime) -> str:
     utc = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
     return utc.isoformat().replace("+00:00", "Z")
-
-
-def result_filename(row: Any) -> str:
-    """The stored file's name; results stored before file names were are named after the URL."""
-    content_type = row["result_content_type"] or "application/octet-stream"
-    return row.get("result_filename") or naming.filename(None, row["source_url"], content_type)
 
 
 def _options(row: Any) -> TaskOptions:
@@ -98,7 +85,7 @@ def _result(row: Any) -> TaskResult | None:
     return {
         "size": row["result_size"],
         "sha256": row["result_sha256"],
-        "content_type": row["result_content_type"] or "application/octet-stream",
+        "content_type": result_content_type(row),
         "filename": result_filename(row),
         "media": cast(TaskMedia, media),
         "expires_at": rfc3339(expires_at) if expires_at is not None else None,
@@ -123,4 +110,53 @@ def task_view(row: Any) -> Task:
         "result": _result(row),
         "created_at": rfc3339(row["created_at"]),
         "updated_at": rfc3339(row["updated_at"]),
+    }
+
+
+def _stamp(stamp: Timestamp) -> str:
+    return rfc3339(stamp.ToDatetime(tzinfo=UTC))
+
+
+def _message_result(result: contracts.TaskResult) -> TaskResult:
+    media = {
+        name: getattr(result.media, name) if result.media.HasField(name) else None
+        for name in MEDIA_FIELDS
+    }
+    return {
+        "size": result.size,
+        "sha256": result.sha256,
+        "content_type": result.content_type,
+        "filename": result.filename,
+        "media": cast(TaskMedia, media),
+        "expires_at": _stamp(result.expires_at) if result.HasField("expires_at") else None,
+    }
+
+
+def message_view(task: contracts.Task) -> Task:
+    """A ``Task`` message as API.md shows it: what :func:`task_view` shows of its row."""
+    options = task.options
+    return {
+        "id": task.id,
+        "status": cast(Any, task.status),
+        "progress": task.progress if task.HasField("progress") else None,
+        "bytes_done": task.bytes_done,
+        "bytes_total": task.bytes_total if task.HasField("bytes_total") else None,
+        "source_url": task.source_url,
+        "attempt": task.attempt,
+        "error": {"code": task.error.code, "message": task.error.message}
+        if task.HasField("error")
+        else None,
+        "options": cast(
+            TaskOptions,
+            {
+                "quality": int(options.quality)
+                if options.quality.isdigit()
+                else options.quality or "best",
+                "mode": options.mode or "auto",
+                "audio_format": options.audio_format or "original",
+            },
+        ),
+        "result": _message_result(task.result) if task.HasField("result") else None,
+        "created_at": _stamp(task.created_at),
+        "updated_at": _stamp(task.updated_at),
     }

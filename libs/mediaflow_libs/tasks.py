@@ -1,12 +1,13 @@
-"""A task: its statuses and options, where its objects are stored, and its forms: the
-``Task`` message built from its row, the JSON API.md shows, and the event snapshot read back.
+"""A task: its statuses and options, where its objects are stored, and its message: the
+``Task`` built from its row, and from the event snapshot read back (the JSON API.md shows is
+:mod:`mediaflow_libs.task_view`'s).
 Its status changes are :mod:`mediaflow_libs.task_transitions`'s.
 """
 
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -26,7 +27,7 @@ OPTION_VALUES: dict[str, tuple[str, ...]] = {
     "mode": ("auto", "audio", "mute"),
     "audio_format": ("original", "mp3", "opus"),
 }
-_MEDIA_FIELDS = ("title", "duration_seconds", "width", "height", "video_codec", "audio_codec")
+MEDIA_FIELDS = ("title", "duration_seconds", "width", "height", "video_codec", "audio_codec")
 
 
 def object_prefix(user_id: str, task_id: str) -> str:
@@ -46,15 +47,26 @@ def _timestamp(value: datetime) -> Timestamp:
 
 def stored_options(value: Any) -> dict[str, str]:
     """A task's options as stored (null for a task from before options), defaults filled in."""
-    found = _json_object(value)
+    found = json_object(value)
     return {name: str(found.get(name) or default) for name, default in DEFAULT_OPTIONS.items()}
 
 
-def _json_object(value: Any) -> dict[str, Any]:
+def json_object(value: Any) -> dict[str, Any]:
     """A jsonb column's object, decoded or not by the connection's codec."""
     if isinstance(value, str):
         value = json.loads(value)
     return value if isinstance(value, dict) else {}
+
+
+def result_content_type(row: Any) -> str:
+    return row["result_content_type"] or "application/octet-stream"
+
+
+def result_filename(row: Any) -> str:
+    """The stored file's name; results stored before file names were are named after the URL."""
+    return row.get("result_filename") or naming.filename(
+        None, row["source_url"], result_content_type(row)
+    )
 
 
 def job_options(value: Any) -> dict[str, str]:
@@ -82,17 +94,14 @@ def task_message(row: Any) -> Task:
     if row["error_code"] is not None:
         task.error.CopyFrom(TaskError(code=row["error_code"], message=row["error_message"] or ""))
     if row["status"] == SUCCEEDED and row["result_sha256"] is not None:
-        content_type = row["result_content_type"] or "application/octet-stream"
-        media = _json_object(row.get("result_media"))
+        media = json_object(row.get("result_media"))
         task.result.CopyFrom(
             TaskResult(
                 size=row["result_size"],
                 sha256=row["result_sha256"],
-                content_type=content_type,
-                # Results stored before file names were: named after the URL.
-                filename=row.get("result_filename")
-                or naming.filename(None, row["source_url"], content_type),
-                media=TaskMedia(**{k: media[k] for k in _MEDIA_FIELDS if media.get(k) is not None}),
+                content_type=result_content_type(row),
+                filename=result_filename(row),
+                media=TaskMedia(**{k: media[k] for k in MEDIA_FIELDS if media.get(k) is not None}),
             )
         )
         if row.get("result_expires_at") is not None:
@@ -100,54 +109,10 @@ def task_message(row: Any) -> Task:
     return task
 
 
-def _media_json(media: TaskMedia) -> dict[str, Any]:
-    return {name: getattr(media, name) if media.HasField(name) else None for name in _MEDIA_FIELDS}
-
-
-def _rfc3339(stamp: Timestamp) -> str:
-    return stamp.ToDatetime(tzinfo=UTC).isoformat().replace("+00:00", "Z")
-
-
-def task_json(task: Task) -> dict[str, Any]:
-    """The task as API.md shows it."""
-    return {
-        "id": task.id,
-        "status": task.status,
-        "progress": task.progress if task.HasField("progress") else None,
-        "bytes_done": task.bytes_done,
-        "bytes_total": task.bytes_total if task.HasField("bytes_total") else None,
-        "source_url": task.source_url,
-        "attempt": task.attempt,
-        "error": {"code": task.error.code, "message": task.error.message}
-        if task.HasField("error")
-        else None,
-        "options": {
-            "quality": int(task.options.quality)
-            if task.options.quality.isdigit()
-            else task.options.quality or "best",
-            "mode": task.options.mode or "auto",
-            "audio_format": task.options.audio_format or "original",
-        },
-        "result": {
-            "size": task.result.size,
-            "sha256": task.result.sha256,
-            "content_type": task.result.content_type,
-            "filename": task.result.filename,
-            "media": _media_json(task.result.media),
-            "expires_at": _rfc3339(task.result.expires_at)
-            if task.result.HasField("expires_at")
-            else None,
-        }
-        if task.HasField("result")
-        else None,
-        "created_at": _rfc3339(task.created_at),
-        "updated_at": _rfc3339(task.updated_at),
-    }
-
-
 def task_from_json(snapshot: Any, user_id: str) -> Task:
-    """The task message of a task as API.md shows it (:func:`task_json`'s inverse)."""
-    found = _json_object(snapshot)
+    """The task message of a task as API.md shows it (the inverse of
+    :func:`~mediaflow_libs.task_view.message_view`)."""
+    found = json_object(snapshot)
     options = found["options"]
     task = Task(
         id=found["id"],
@@ -179,7 +144,7 @@ def task_from_json(snapshot: Any, user_id: str) -> Task:
                 sha256=result["sha256"],
                 content_type=result["content_type"],
                 filename=result["filename"],
-                media=TaskMedia(**{k: media[k] for k in _MEDIA_FIELDS if media[k] is not None}),
+                media=TaskMedia(**{k: media[k] for k in MEDIA_FIELDS if media[k] is not None}),
             )
         )
         if result.get("expires_at") is not None:

@@ -17,6 +17,7 @@ from google.protobuf.message import Message
 from libs.tests.support import private_database
 from mediaflow_libs import migrate, tasks
 from mediaflow_libs.contracts import Task
+from mediaflow_libs.task_view import message_view
 
 MIGRATIONS = Path(migrate.__file__).parent / "migrations"
 # main before the function files: what databases in use ran.
@@ -175,4 +176,4 @@ def test_a_task_message_is_rebuilt_from_its_json_whole() -> None:
     task = _filled(Task(), value)
     assert isinstance(task, Task)
     # The user is the event row's; everything else is in the JSON.
-    assert tasks.task_from_json(tasks.task_json(task), task.user_id) == task
+    assert tasks.task_from_json(message_view(task), task.user_id) == task

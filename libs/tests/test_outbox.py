@@ -15,10 +15,11 @@ import pytest
 from aio_pika.abc import AbstractQueue, AbstractRobustConnection
 
 from libs.tests.support import private_database
-from mediaflow_libs import db, outbox, task_transitions, tasks
+from mediaflow_libs import db, outbox, task_transitions
 from mediaflow_libs.amqp import Topology
 from mediaflow_libs.contracts import TaskEvent
 from mediaflow_libs.migrate import apply_migrations
+from mediaflow_libs.task_view import message_view, task_view
 
 
 @pytest.fixture
@@ -187,7 +188,7 @@ async def test_a_task_event_message_is_built_from_its_row_with_its_id(
     event = TaskEvent.FromString(message.body)
     assert event_id == 301
     assert event.event_id == event_id
-    assert tasks.task_json(event.task) == tasks.task_json(tasks.task_message(row))
+    assert message_view(event.task) == task_view(row)
 
 
 class _HeldRelay(outbox.OutboxRelay):

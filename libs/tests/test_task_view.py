@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from mediaflow_libs import tasks
-from mediaflow_libs.task_view import task_view
+from mediaflow_libs.task_view import message_view, task_view
 
 CREATED = datetime(2026, 1, 31, 12, 0, 0, 250_000, tzinfo=UTC)
 UPDATED = datetime(2026, 1, 31, 12, 5, tzinfo=UTC)
@@ -75,7 +75,7 @@ SUCCEEDED = {
 def test_a_row_shows_as_its_message_does(row: dict[str, Any]) -> None:
     # As JSON, byte for byte: a task's ETag is a digest of it (3 and 3.0 are equal in Python).
     shown = json.dumps(task_view(row), sort_keys=True)
-    assert shown == json.dumps(tasks.task_json(tasks.task_message(row)), sort_keys=True)
+    assert shown == json.dumps(message_view(tasks.task_message(row)), sort_keys=True)
 
 
 def test_the_view_is_what_api_md_shows() -> None:

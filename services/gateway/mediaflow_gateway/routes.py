@@ -34,7 +34,8 @@ from mediaflow_libs.problems import ProblemError
 from mediaflow_libs.request_bodies import TYPED_BODY, read_json_object, typed_body
 from mediaflow_libs.session_client import Identity, require_identity
 from mediaflow_libs.task_view import Task as TaskView
-from mediaflow_libs.task_view import result_filename, task_view
+from mediaflow_libs.task_view import task_view
+from mediaflow_libs.tasks import result_filename
 
 log = structlog.get_logger(__name__)
 tracer = trace.get_tracer("mediaflow.gateway")
@@ -190,7 +191,7 @@ async def _submit(
             assert submission.task is not None
             # The request's summary log line names the task.
             structlog.contextvars.bind_contextvars(task_id=submission.task["id"])
-            return cast(TaskView, submission.task), submission.outcome == "replayed"
+            return submission.task, submission.outcome == "replayed"
         case "idempotency_conflict":
             raise ProblemError(
                 409, "idempotency_conflict", "This Idempotency-Key was used with a different body."

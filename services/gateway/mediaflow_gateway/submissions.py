@@ -17,7 +17,9 @@ from mediaflow_libs import db, telemetry
 from mediaflow_libs.amqp import Topology
 from mediaflow_libs.contracts import Job
 from mediaflow_libs.task_transitions import EVENT_HEADERS, event_arguments
-from mediaflow_libs.tasks import QUEUED, job_options, stored_options, task_json, task_message
+from mediaflow_libs.task_view import Task as TaskView
+from mediaflow_libs.task_view import task_view
+from mediaflow_libs.tasks import QUEUED, job_options, stored_options, task_message
 
 SUBMISSION_BATCH_SIZE = Histogram(
     "task_submission_batch_size",
@@ -34,7 +36,7 @@ SubmitOutcome = Literal[
 @dataclass(frozen=True)
 class Submission:
     outcome: SubmitOutcome
-    task: dict[str, Any] | None = None  # as API.md shows it (accepted, replayed)
+    task: TaskView | None = None  # accepted, replayed
     retry_after: int | None = None  # seconds (rate_limited)
 
 
@@ -47,7 +49,7 @@ class _Prepared:
     idempotency_key: str | None
     request_hash: bytes | None
     row: dict[str, Any]  # the new task row as JSON, id included
-    snapshot: dict[str, Any]  # the task as API.md shows it
+    snapshot: TaskView
     job_body: bytes
     job_headers: dict[str, Any]
     event_routing_key: str
@@ -158,7 +160,7 @@ class Submitter:
             requested_at=task.created_at,
             **job_options(options),
         )
-        snapshot, _, event_routing_key, _ = event_arguments(self._topology, task)
+        snapshot, _, event_routing_key, _ = event_arguments(self._topology, row)
         return _Prepared(
             user_id=user_id,
             idempotency_key=idempotency_key,
@@ -238,7 +240,7 @@ class Submitter:
                 earlier = await con.fetchrow(
                     "SELECT * FROM media.tasks WHERE id = $1", row["task_id"]
                 )
-                answers.append(Submission(outcome, task_json(task_message(earlier))))
+                answers.append(Submission(outcome, task_view(earlier)))
             else:
                 answers.append(Submission(outcome, retry_after=row["retry_after"]))
         return answers

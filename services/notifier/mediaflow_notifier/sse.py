@@ -31,8 +31,7 @@ from mediaflow_libs.contracts import TaskEvent
 from mediaflow_libs.credentials import credential_digest, presented_credential
 from mediaflow_libs.problems import ProblemError
 from mediaflow_libs.session_client import require_identity
-from mediaflow_libs.task_view import task_view
-from mediaflow_libs.tasks import task_json
+from mediaflow_libs.task_view import message_view, task_view
 from mediaflow_notifier import queries
 from mediaflow_notifier.fanout import Subscriber
 from mediaflow_notifier.metrics import (
@@ -247,7 +246,9 @@ class EventStream:
                 for event in subscriber.take():
                     if event.event_id <= self._last_sent.get(event.task.id, 0):
                         continue  # already sent by the snapshot or replay
-                    frames.append(self._frame(event.event_id, event.task.id, task_json(event.task)))
+                    frames.append(
+                        self._frame(event.event_id, event.task.id, message_view(event.task))
+                    )
                     sent.append(event)
                 if self._ping_due:
                     self._ping_due = False

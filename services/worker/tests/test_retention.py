@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from pydantic import ValidationError
 
-from mediaflow_libs import tasks
+from mediaflow_libs.task_view import task_view
 from mediaflow_worker.outcome import result_expiry
 from mediaflow_worker.settings import WorkerSettings
 
@@ -44,14 +44,14 @@ def test_a_result_is_kept_for_the_configured_days() -> None:
     week = WorkerSettings(**REQUIRED, result_retention_days=7)  # type: ignore[arg-type]
     expires = result_expiry(week, NOW)
     assert expires == datetime(2026, 2, 7, 12, 0, tzinfo=UTC)
-    shown = tasks.task_json(tasks.task_message(_row(expires)))
+    shown = task_view(_row(expires))
     assert shown["result"]["expires_at"] == "2026-02-07T12:00:00Z"
 
 
 def test_zero_keeps_results_for_ever() -> None:
     forever = WorkerSettings(**REQUIRED, result_retention_days=0)  # type: ignore[arg-type]
     assert result_expiry(forever, NOW) is None
-    shown = tasks.task_json(tasks.task_message(_row(None)))
+    shown = task_view(_row(None))
     assert shown["result"]["expires_at"] is None
 
 
