@@ -106,6 +106,25 @@ def _opening(open_resources: Callable[[], AbstractAsyncContextManager[Any]]) -> 
     return lifespan
 
 
+def _app(
+    route_handlers: Sequence[ControllerRouterHandler], *, answer_head: bool = True, **options: Any
+) -> Litestar:
+    """What every app of ours is: our logging, problem documents for every failure, and the
+    request context around routing."""
+    return around_routing(
+        Litestar(
+            # Our logging (structlog, JSON): Litestar would put the root logger at INFO
+            # with a plain-text format of its own, mixing text lines into the JSON stream.
+            logging_config=None,
+            route_handlers=route_handlers,
+            exception_handlers=exception_handlers,  # type: ignore[arg-type]
+            debug=False,
+            **options,
+        ),
+        answer_head=answer_head,
+    )
+
+
 def service_app(
     settings: ServiceSettings,
     route_handlers: Sequence[ControllerRouterHandler],
@@ -124,28 +143,32 @@ def service_app(
     app's life, before ``lifespan``, or ``state`` holds them), the cross-site check before
     ``guards``, and problem documents for every failure. ``answer_head`` as
     :func:`~mediaflow_libs.routing.around_routing` takes it."""
-    return around_routing(
-        Litestar(
-            # Our logging (structlog, JSON): Litestar would put the root logger at INFO
-            # with a plain-text format of its own, mixing text lines into the JSON stream.
-            logging_config=None,
-            route_handlers=[
-                *route_handlers,
-                *health_routes(
-                    lambda state: [_bound(check, state) for check in readiness], settings
-                ),
-            ],
-            lifespan=[*([_opening(open_resources)] if open_resources else []), *lifespan],
-            state=state,
-            # Every unsafe route is covered, a new one from the start too.
-            guards=[refuse_cross_site(settings.public_url), *guards],
-            dependencies={
-                "resources": Provide(resources_of, sync_to_thread=False),
-                **(dependencies or {}),
-            },
-            exception_handlers=exception_handlers,  # type: ignore[arg-type]
-            openapi_config=openapi_config,
-            debug=False,
-        ),
+    operator_routes = health_routes(
+        lambda state: [_bound(check, state) for check in readiness], settings
+    )
+    return _app(
+        [*route_handlers, *operator_routes],
         answer_head=answer_head,
+        lifespan=[*([_opening(open_resources)] if open_resources else []), *lifespan],
+        state=state,
+        # Every unsafe route is covered, a new one from the start too.
+        guards=[refuse_cross_site(settings.public_url), *guards],
+        dependencies={
+            "resources": Provide(resources_of, sync_to_thread=False),
+            **(dependencies or {}),
+        },
+        openapi_config=openapi_config,
+    )
+
+
+def operator_app(
+    readiness: Sequence[ReadinessCheck],
+    settings: ServiceSettings,
+    extra_facts: dict[str, Any] | None = None,
+) -> Litestar:
+    """An app of the operator routes alone (``/healthz``, ``/readyz``, ``/metrics``,
+    ``/diagnostics`` with ``extra_facts``), with problem documents for everything else: the
+    port of a service whose work is not HTTP (the worker)."""
+    return _app(
+        health_routes(lambda _: list(readiness), settings, extra_facts), openapi_config=None
     )

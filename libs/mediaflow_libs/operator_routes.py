@@ -7,12 +7,11 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from litestar import Litestar, MediaType, Request, Response, get
+from litestar import MediaType, Request, Response, get
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from mediaflow_libs.facts import configuration_facts
-from mediaflow_libs.problems import ProblemError, exception_handlers
-from mediaflow_libs.routing import around_routing
+from mediaflow_libs.problems import ProblemError
 from mediaflow_libs.settings import ServiceSettings
 
 ReadinessCheck = Callable[[], Awaitable[None]]
@@ -54,22 +53,3 @@ def health_routes(
 
         routes.append(diagnostics)
     return routes
-
-
-def operator_app(
-    readiness: list[ReadinessCheck],
-    settings: ServiceSettings,
-    extra_facts: dict[str, Any] | None = None,
-) -> Litestar:
-    """An app of the operator routes alone (``/healthz``, ``/readyz``, ``/metrics``,
-    ``/diagnostics``), with problem documents for everything else: the port of a service
-    whose work is not HTTP (the worker)."""
-    return around_routing(
-        Litestar(
-            logging_config=None,  # our structlog JSON, not Litestar's plain text
-            route_handlers=health_routes(lambda _: readiness, settings, extra_facts),
-            exception_handlers=exception_handlers,  # type: ignore[arg-type]
-            openapi_config=None,
-            debug=False,
-        )
-    )

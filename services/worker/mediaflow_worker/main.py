@@ -20,9 +20,10 @@ import structlog
 from pydantic import ValidationError
 
 from mediaflow_libs.amqp import Topology, declare_topology, open_connection
+from mediaflow_libs.app_builder import operator_app
 from mediaflow_libs.db import open_pool
 from mediaflow_libs.logging import configure_logging
-from mediaflow_libs.operator_routes import ReadinessCheck, operator_app
+from mediaflow_libs.operator_routes import ReadinessCheck
 from mediaflow_libs.outbox import OutboxRelay
 from mediaflow_libs.s3 import ensure_bucket, open_s3
 from mediaflow_libs.serving import serve_in_loop

@@ -7,7 +7,7 @@ from __future__ import annotations
 import httpx
 
 from devstack import stack
-from mediaflow_libs.operator_routes import operator_app
+from mediaflow_libs.app_builder import operator_app
 from mediaflow_libs.serving import serve_in_loop
 from mediaflow_worker.media.mux import media_tools
 from mediaflow_worker.settings import WorkerSettings
