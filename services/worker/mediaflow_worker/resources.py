@@ -13,7 +13,7 @@ from aio_pika.abc import AbstractChannel, AbstractRobustConnection, FieldValue
 from mediaflow_libs.amqp import Topology
 from mediaflow_libs.contracts import Job
 from mediaflow_worker.fetch import FetchLimits
-from mediaflow_worker.media.pipeline import MediaConfig
+from mediaflow_worker.media.opening import MediaConfig
 from mediaflow_worker.media.plan import Options
 from mediaflow_worker.resolve import Resolvers
 from mediaflow_worker.settings import WorkerSettings
