@@ -5,12 +5,52 @@ the merge of those descriptions into the one document the gateway serves at
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Annotated, Any
+
+import msgspec
+from msgspec import Meta
 
 from mediaflow_libs.problems import PROBLEM_MEDIA_TYPE
 
 JSON = "application/json"
 Document = dict[str, Any]
+
+# Strings the contract gives a format: an answer type's fields hold them as sent.
+DATE_TIME = Annotated[str, Meta(extra_json_schema={"format": "date-time"})]
+UUID = Annotated[str, Meta(extra_json_schema={"format": "uuid"})]
+
+
+# The user as every service answers it (auth's sign-in, the gateway's /v1/me).
+class User(msgspec.Struct):
+    id: UUID
+    email: str
+    name: str | None
+    created_at: DATE_TIME
+
+
+def _nullable(schema: Any) -> Any:
+    """``schema`` with each ``anyOf`` of one plain type and null written as the type list
+    it means (``{"type": ["string", "null"]}``), as the contract's schemas write it."""
+    if isinstance(schema, list):
+        return [_nullable(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    choices = schema.get("anyOf")
+    if isinstance(choices, list) and len(choices) == 2 and {"type": "null"} in choices:
+        (other,) = [choice for choice in choices if choice != {"type": "null"}]
+        if isinstance(other.get("type"), str):
+            rest = {key: value for key, value in schema.items() if key != "anyOf"}
+            return _nullable(rest | other | {"type": [other["type"], "null"]})
+    return {key: _nullable(value) for key, value in schema.items()}
+
+
+def component_schemas(*types: type[msgspec.Struct]) -> dict[str, dict[str, Any]]:
+    """The component schemas of answer types and of the types they hold, by type name."""
+    _, components = msgspec.json.schema_components(
+        types, ref_template="#/components/schemas/{name}"
+    )
+    return {name: _nullable(schema) for name, schema in components.items()}
+
 
 RETRY_AFTER: dict[str, Any] = {
     "description": "Seconds to wait before trying again",
@@ -33,17 +73,7 @@ PROBLEM_SCHEMA: dict[str, Any] = {
     },
 }
 
-USER_SCHEMA: dict[str, Any] = {
-    "title": "User",
-    "type": "object",
-    "required": ["id", "email", "name", "created_at"],
-    "properties": {
-        "id": {"type": "string", "format": "uuid"},
-        "email": {"type": "string"},
-        "name": {"type": ["string", "null"]},
-        "created_at": {"type": "string", "format": "date-time"},
-    },
-}
+USER_SCHEMA: dict[str, Any] = component_schemas(User)["User"]
 
 # Schemas several services' descriptions refer to: each document carries these exact ones.
 SHARED_SCHEMAS: dict[str, dict[str, Any]] = {"Problem": PROBLEM_SCHEMA, "User": USER_SCHEMA}
@@ -67,6 +97,17 @@ _PROBLEMS = {
     429: "Too many requests; see Retry-After",
     503: "A dependency is unavailable (auth_unavailable, …); see Retry-After",
 }
+
+
+# The key of a route handler's ``opt`` naming the problems it can answer, each status with
+# the codes it gives ("" for that status's usual description): the published schema lists
+# them, beside what the declaration says itself (operation id, summary, answer, headers).
+PROBLEMS = "problems"
+
+
+def usual(*statuses: int) -> dict[int, str]:
+    """Problem statuses a route answers with their usual description."""
+    return dict.fromkeys(statuses, "")
 
 
 def security_schemes(session_cookie: str) -> dict[str, Any]:

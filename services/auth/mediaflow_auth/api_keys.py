@@ -15,7 +15,8 @@ from mediaflow_libs import db
 from mediaflow_libs.problems import ProblemError
 
 PREFIX = "mfk_"
-_KEY_SHAPE = re.compile(r"^mfk_[A-Za-z0-9_-]{43}$")
+KEY_PATTERN = r"^mfk_[A-Za-z0-9_-]{43}$"
+_KEY_SHAPE = re.compile(KEY_PATTERN)
 MAX_NAME_LENGTH = 100
 
 

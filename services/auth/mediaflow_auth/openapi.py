@@ -1,251 +1,132 @@
 """The OpenAPI description of auth's public routes (API.md, "Auth"), for the document the
-gateway publishes at ``/v1/openapi.json``. The request bodies' schemas are generated from
-their types (:mod:`mediaflow_auth.bodies`); the answers are written from the contract."""
+gateway publishes at ``/v1/openapi.json``, generated from the routes' declarations: their
+path, method, status code, operation id, summary, security and response headers; the body
+each reads and the problems each answers (its ``opt``); the answer's schema from its return
+type (:mod:`mediaflow_auth.answers`) and the body's from its type (:mod:`mediaflow_auth.bodies`)."""
 
 from __future__ import annotations
 
-from typing import Any
+import re
+from collections.abc import Iterator
+from typing import Any, get_args
 
-from mediaflow_auth.bodies import CreateApiKey, SignIn, SignUp
+import msgspec
+from litestar import Response
+from litestar.handlers import HTTPRouteHandler
+from litestar.params import KwargDefinition
+
+from mediaflow_auth import routes
 from mediaflow_libs.openapi import (
-    SECURITY,
+    PROBLEMS,
     SHARED_SCHEMAS,
+    component_schemas,
     json_body,
     json_response,
     problem,
-    problems,
     security_schemes,
 )
-from mediaflow_libs.request_bodies import body_schema
+from mediaflow_libs.request_bodies import TYPED_BODY, body_schema
 
-_TAGS = ["auth"]
-_SCHEMAS: dict[str, dict[str, Any]] = {
-    "Session": {
-        "title": "Session",
-        "type": "object",
-        "required": ["id", "expires_at"],
-        "properties": {
-            "id": {"type": "string"},
-            # null when the credential is an API key, which does not expire
-            "expires_at": {"type": ["string", "null"], "format": "date-time"},
-        },
-    },
-    "SignedIn": {
-        "title": "SignedIn",
-        "type": "object",
-        "required": ["user", "session"],
-        "properties": {
-            "user": {"$ref": "#/components/schemas/User"},
-            "session": {"$ref": "#/components/schemas/Session"},
-        },
-    },
-    "SignedUp": {
-        "title": "SignedUp",
-        "type": "object",
-        "required": ["user"],
-        "properties": {
-            "user": {"$ref": "#/components/schemas/User"},
-            "session": {"$ref": "#/components/schemas/Session"},
-        },
-    },
-    "ApiKey": {
-        "title": "ApiKey",
-        "type": "object",
-        "required": ["id", "name", "created_at", "last_used_at"],
-        "properties": {
-            "id": {"type": "string", "format": "uuid"},
-            "name": {"type": "string"},
-            "created_at": {"type": "string", "format": "date-time"},
-            "last_used_at": {"type": ["string", "null"], "format": "date-time"},
-        },
-    },
-    "NewApiKey": {
-        "title": "NewApiKey",
-        "type": "object",
-        "required": ["id", "name", "key", "created_at"],
-        "properties": {
-            "id": {"type": "string", "format": "uuid"},
-            "name": {"type": "string"},
-            "key": {
-                "type": "string",
-                "pattern": "^mfk_[A-Za-z0-9_-]{43}$",
-                "description": "The key itself: shown this once, never again",
-            },
-            "created_at": {"type": "string", "format": "date-time"},
-        },
-    },
-    "ApiKeyPage": {
-        "title": "ApiKeyPage",
-        "type": "object",
-        "required": ["items"],
-        "properties": {
-            "items": {"type": "array", "items": {"$ref": "#/components/schemas/ApiKey"}}
-        },
-    },
-}
+_PATH_PARAMETER = re.compile(r"\{(\w+):\w+\}")
 
-_SET_COOKIE = {
-    "Set-Cookie": {
-        "description": "The session cookie (`HttpOnly; SameSite=Lax; Path=/`, `Secure` on https)",
-        "required": True,
-        "schema": {"type": "string"},
+
+def _answer_type(handler: HTTPRouteHandler) -> type[msgspec.Struct] | None:
+    """The type a route answers with: its return type, or what its ``Response`` holds."""
+    annotation = handler.parsed_fn_signature.return_type.annotation
+    if getattr(annotation, "__origin__", None) is Response:
+        (annotation,) = get_args(annotation)
+    return (
+        annotation
+        if isinstance(annotation, type) and issubclass(annotation, msgspec.Struct)
+        else None
+    )
+
+
+def _problems(handler: HTTPRouteHandler) -> dict[str, Any]:
+    answers = {}
+    for status, codes in handler.opt[PROBLEMS].items():
+        response = problem(status)
+        if codes:
+            response["description"] = f"{response['description']}: {codes}"
+        answers[str(status)] = response
+    return answers
+
+
+def _success(handler: HTTPRouteHandler) -> dict[str, Any]:
+    description = handler.response_description or ""
+    answer_type = _answer_type(handler)
+    response: dict[str, Any] = (
+        json_response(description, {"$ref": f"#/components/schemas/{answer_type.__name__}"})
+        if answer_type is not None
+        else {"description": description}
+    )
+    headers = {
+        header.name: {
+            "description": header.description,
+            "required": header.required,
+            "schema": {"type": "string"},
+        }
+        for header in handler.response_headers or ()
     }
-}
-_CLEARED_COOKIE = {
-    "Set-Cookie": {
-        "description": "The session cookie, cleared",
-        "required": True,
-        "schema": {"type": "string"},
-    }
-}
-
-
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _with(codes: str, status: int) -> dict[str, Any]:
-    response = problem(status)
-    response["description"] = f"{response['description']}: {codes}"
+    if headers:
+        response["headers"] = headers
     return response
 
 
-def _operation(
-    operation_id: str,
-    summary: str,
-    responses: dict[str, Any],
-    *,
-    secured: bool = False,
-    body: dict[str, Any] | None = None,
-    parameters: list[dict[str, Any]] | None = None,
-) -> dict[str, Any]:
+def _description(handler: HTTPRouteHandler, parameter: str) -> str | None:
+    declared = handler.parsed_fn_signature.parameters[parameter].kwarg_definition
+    return declared.description if isinstance(declared, KwargDefinition) else None
+
+
+def _parameters(handler: HTTPRouteHandler, path: str) -> list[dict[str, Any]]:
+    return [
+        {
+            "name": name,
+            "in": "path",
+            "required": True,
+            "description": _description(handler, name),
+            "schema": {"type": "string"},
+        }
+        for name in _PATH_PARAMETER.findall(path)
+    ]
+
+
+def _operation(handler: HTTPRouteHandler, path: str) -> dict[str, Any]:
     operation: dict[str, Any] = {
-        "operationId": operation_id,
-        "summary": summary,
-        "tags": _TAGS,
-        "responses": responses,
+        "operationId": handler.operation_id,
+        "summary": handler.summary,
+        "tags": list(handler.tags or ()),
+        "responses": {str(handler.status_code): _success(handler), **_problems(handler)},
     }
-    if parameters:
+    if parameters := _parameters(handler, path):
         operation["parameters"] = parameters
-    if body is not None:
-        operation["requestBody"] = body
-    # Sign-up and sign-in take no credential: an empty requirement says so explicitly.
-    operation["security"] = SECURITY if secured else []
+    if (body_type := handler.opt.get(TYPED_BODY)) is not None:
+        operation["requestBody"] = json_body(body_schema(body_type))
+    operation["security"] = handler.security
     return operation
+
+
+def _public_handlers() -> Iterator[HTTPRouteHandler]:
+    for handler in routes.route_handlers:
+        if handler.include_in_schema:
+            yield handler
 
 
 def document(session_cookie: str) -> dict[str, Any]:
     """auth's routes, with the schemas and security schemes they refer to."""
-    # 400 and 503 can come from the ingress on any route (unreadable request, auth down).
-    protected = problems(400, 401, 503)
-    unsafe_json = problems(400, 403, 413, 415, 503)
-    paths = {
-        "/v1/auth/sign-up": {
-            "post": _operation(
-                "AuthSignUp",
-                "Create an account and sign in",
-                {
-                    "201": json_response("Signed up", _ref("SignedUp"), headers=_SET_COOKIE),
-                    **unsafe_json,
-                    "409": _with("email_taken", 409),
-                    "422": _with("invalid_email, weak_password, invalid_name", 422),
-                },
-                body=json_body(body_schema(SignUp)),
-            )
-        },
-        "/v1/auth/sign-in": {
-            "post": _operation(
-                "AuthSignIn",
-                "Sign in with an email and password (a new session)",
-                {
-                    "200": json_response("Signed in", _ref("SignedIn"), headers=_SET_COOKIE),
-                    **unsafe_json,
-                    "401": _with("invalid_credentials", 401),
-                    "403": _with(
-                        "account_disabled (the right password, an account the operator "
-                        "disabled), or csrf_rejected",
-                        403,
-                    ),
-                    "429": _with("rate_limited (failed sign-ins)", 429),
-                },
-                body=json_body(body_schema(SignIn)),
-            )
-        },
-        "/v1/auth/sign-out": {
-            "post": _operation(
-                "AuthSignOut",
-                "Revoke the presented session and clear its cookie",
-                {
-                    "204": {"description": "Signed out", "headers": _CLEARED_COOKIE},
-                    **problems(400, 403, 503),
-                },
-                # Signing out works (and changes nothing) without a session too.
-            )
-        },
-        "/v1/auth/session": {
-            "get": _operation(
-                "AuthGetSession",
-                "The signed-in user and their session",
-                {"200": json_response("The session", _ref("SignedIn")), **protected},
-                secured=True,
-            )
-        },
-        "/v1/auth/sessions": {
-            "delete": _operation(
-                "AuthRevokeAllSessions",
-                "Revoke every session of the signed-in user",
-                {
-                    "204": {"description": "Every session revoked", "headers": _CLEARED_COOKIE},
-                    **problems(400, 401, 403, 503),
-                },
-                secured=True,
-            )
-        },
-        "/v1/auth/api-keys": {
-            "post": _operation(
-                "AuthCreateApiKey",
-                "Create an API key (its `key` is shown once)",
-                {
-                    "201": json_response("Created", _ref("NewApiKey")),
-                    **problems(400, 401, 403, 413, 415, 503),
-                    "422": _with("invalid_name", 422),
-                },
-                secured=True,
-                body=json_body(body_schema(CreateApiKey)),
-            ),
-            "get": _operation(
-                "AuthListApiKeys",
-                "The signed-in user's API keys (never the keys themselves)",
-                {"200": json_response("The keys", _ref("ApiKeyPage")), **protected},
-                secured=True,
-            ),
-        },
-        "/v1/auth/api-keys/{key_id}": {
-            "delete": _operation(
-                "AuthDeleteApiKey",
-                "Delete an API key: it stops working at once",
-                {
-                    "204": {"description": "Deleted"},
-                    **problems(400, 401, 403, 503),
-                    "404": _with("api_key_not_found", 404),
-                },
-                secured=True,
-                parameters=[
-                    {
-                        "name": "key_id",
-                        "in": "path",
-                        "required": True,
-                        "description": "The key's id",
-                        "schema": {"type": "string"},
-                    }
-                ],
-            )
-        },
-    }
+    paths: dict[str, dict[str, Any]] = {}
+    answer_types = []
+    for handler in _public_handlers():
+        if (answer_type := _answer_type(handler)) is not None:
+            answer_types.append(answer_type)
+        for path in handler.paths:
+            for method in sorted(handler.http_methods):
+                item = paths.setdefault(_PATH_PARAMETER.sub(r"{\1}", path), {})
+                item[method.lower()] = _operation(handler, path)
     return {
         "paths": paths,
         "components": {
-            "schemas": {**SHARED_SCHEMAS, **_SCHEMAS},
+            "schemas": {**component_schemas(*answer_types), **SHARED_SCHEMAS},
             "securitySchemes": security_schemes(session_cookie),
         },
     }

@@ -5,30 +5,54 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from typing import Any
+from typing import Annotated, Any
 
 import asyncpg
 import jwt
+import msgspec
 import structlog
 from litestar import Request, Response, delete, get, post
+from litestar.datastructures import ResponseHeader
 from litestar.di import NamedDependency, Provide
-from litestar.params import FromPath
+from litestar.params import PathParameter
 
 from mediaflow_auth import api_keys, passwords, ratelimit
 from mediaflow_auth import sessions as session_store
+from mediaflow_auth.answers import ApiKeyPage, NewApiKey, SignedIn, SignedUp
 from mediaflow_auth.bodies import MAX_EMAIL_LENGTH, CreateApiKey, SessionCheck, SignIn, SignUp
 from mediaflow_auth.resources import Resources
 from mediaflow_auth.settings import AuthSettings
 from mediaflow_libs import db
 from mediaflow_libs.contracts import CredentialRevoked
 from mediaflow_libs.credentials import credential_digest, presented_credential
+from mediaflow_libs.openapi import PROBLEMS, SECURITY, usual
 from mediaflow_libs.problems import ProblemError
-from mediaflow_libs.request_bodies import read_body
+from mediaflow_libs.request_bodies import TYPED_BODY, read_body
 from mediaflow_libs.service_tokens import check_service_token
 
 log = structlog.get_logger(__name__)
 
 SIGN_IN_FAILURES = "auth.sign_in_failures"
+
+# What every route's declaration shares, for the published schema: 400 and 503 can come
+# from the ingress on any route (an unreadable request, auth down); sign-up and sign-in
+# take no credential, which an empty requirement says explicitly.
+_DOCUMENTED: dict[str, Any] = {"tags": ["auth"]}
+_PUBLIC = _DOCUMENTED | {"security": []}
+_PROTECTED = _DOCUMENTED | {"security": SECURITY}
+_UNSAFE_JSON = usual(400, 403, 413, 415, 503)
+_SET_COOKIE = ResponseHeader(
+    name="Set-Cookie",
+    description="The session cookie (`HttpOnly; SameSite=Lax; Path=/`, `Secure` on https)",
+    required=True,
+    documentation_only=True,
+)
+_CLEARED_COOKIE = ResponseHeader(
+    name="Set-Cookie",
+    description="The session cookie, cleared",
+    required=True,
+    documentation_only=True,
+)
 
 
 def _sign_in_account(email: str) -> str:
@@ -55,8 +79,12 @@ async def _new_session(
 
 
 def _signed_in(
-    settings: AuthSettings, user: Any, session: session_store.NewSession, status_code: int
-) -> Response[dict[str, Any]]:
+    settings: AuthSettings,
+    user: Any,
+    session: session_store.NewSession,
+    answer: type[SignedIn | SignedUp],
+    status_code: int,
+) -> Response[Any]:
     """The answer of a sign-up or sign-in: the user, the session, and its cookie."""
     payload = {
         "user": session_store.user_json(
@@ -67,13 +95,26 @@ def _signed_in(
     cookie = session_store.session_cookie(
         settings.public_url, session.token, settings.session_absolute_ttl_seconds
     )
-    return _set_cookie(Response(payload, status_code=status_code), cookie)
+    return _set_cookie(Response(msgspec.convert(payload, answer), status_code=status_code), cookie)
 
 
-@post("/v1/auth/sign-up", status_code=201)
+@post(
+    "/v1/auth/sign-up",
+    status_code=201,
+    operation_id="AuthSignUp",
+    summary="Create an account and sign in",
+    response_description="Signed up",
+    response_headers=[_SET_COOKIE],
+    opt={
+        TYPED_BODY: SignUp,
+        PROBLEMS: _UNSAFE_JSON
+        | {409: "email_taken", 422: "invalid_email, weak_password, invalid_name"},
+    },
+    **_PUBLIC,
+)
 async def sign_up(
     request: Request[Any, Any, Any], resources: NamedDependency[Resources]
-) -> Response[dict[str, Any]]:
+) -> Response[SignedUp]:
     body = await read_body(request, SignUp)
     password_hash = await passwords.hash_password(body.password)
     settings = resources.settings
@@ -91,13 +132,31 @@ async def sign_up(
         assert user is not None
         session = await _new_session(con, settings, user["id"])
     log.info("auth.signed_up", user_id=str(user["id"]))
-    return _signed_in(settings, user, session, status_code=201)
+    return _signed_in(settings, user, session, SignedUp, status_code=201)
 
 
-@post("/v1/auth/sign-in", status_code=200)
+@post(
+    "/v1/auth/sign-in",
+    status_code=200,
+    operation_id="AuthSignIn",
+    summary="Sign in with an email and password (a new session)",
+    response_description="Signed in",
+    response_headers=[_SET_COOKIE],
+    opt={
+        TYPED_BODY: SignIn,
+        PROBLEMS: _UNSAFE_JSON
+        | {
+            401: "invalid_credentials",
+            403: "account_disabled (the right password, an account the operator disabled), "
+            "or csrf_rejected",
+            429: "rate_limited (failed sign-ins)",
+        },
+    },
+    **_PUBLIC,
+)
 async def sign_in(
     request: Request[Any, Any, Any], resources: NamedDependency[Resources]
-) -> Response[dict[str, Any]]:
+) -> Response[SignedIn]:
     body = await read_body(request, SignIn)
     email, password = body.email, body.password
     settings = resources.settings
@@ -159,10 +218,20 @@ async def sign_in(
             )
         session = await _new_session(con, settings, user["id"])
     log.info("auth.signed_in", user_id=str(user["id"]))
-    return _signed_in(settings, user, session, status_code=200)
+    return _signed_in(settings, user, session, SignedIn, status_code=200)
 
 
-@post("/v1/auth/sign-out", status_code=204)
+@post(
+    "/v1/auth/sign-out",
+    status_code=204,
+    operation_id="AuthSignOut",
+    summary="Revoke the presented session and clear its cookie",
+    response_description="Signed out",
+    response_headers=[_CLEARED_COOKIE],
+    opt={PROBLEMS: usual(400, 403, 503)},
+    # Signing out works (and changes nothing) without a session too.
+    **_PUBLIC,
+)
 async def sign_out(
     request: Request[Any, Any, Any], resources: NamedDependency[Resources]
 ) -> Response[None]:
@@ -202,7 +271,17 @@ async def signed_in(
 _SIGNED_IN = {"signed_in": Provide(signed_in)}
 
 
-@delete("/v1/auth/sessions", status_code=204, dependencies=_SIGNED_IN)
+@delete(
+    "/v1/auth/sessions",
+    status_code=204,
+    dependencies=_SIGNED_IN,
+    operation_id="AuthRevokeAllSessions",
+    summary="Revoke every session of the signed-in user",
+    response_description="Every session revoked",
+    response_headers=[_CLEARED_COOKIE],
+    opt={PROBLEMS: usual(400, 401, 403, 503)},
+    **_PROTECTED,
+)
 async def revoke_all_sessions(
     signed_in: NamedDependency[dict[str, Any]], resources: NamedDependency[Resources]
 ) -> Response[None]:
@@ -219,32 +298,66 @@ async def revoke_all_sessions(
     )
 
 
-@post("/v1/auth/api-keys", status_code=201, dependencies=_SIGNED_IN)
+@post(
+    "/v1/auth/api-keys",
+    status_code=201,
+    dependencies=_SIGNED_IN,
+    operation_id="AuthCreateApiKey",
+    summary="Create an API key (its `key` is shown once)",
+    response_description="Created",
+    opt={
+        TYPED_BODY: CreateApiKey,
+        PROBLEMS: usual(400, 401, 403, 413, 415, 503) | {422: "invalid_name"},
+    },
+    **_PROTECTED,
+)
 async def create_api_key(
     request: Request[Any, Any, Any],
     signed_in: NamedDependency[dict[str, Any]],
     resources: NamedDependency[Resources],
-) -> Response[dict[str, Any]]:
+) -> Response[NewApiKey]:
     user = signed_in["user"]
     body = await read_body(request, CreateApiKey)
     async with resources.pool.acquire() as con:
         created = await api_keys.create(con, user["id"], body.name)
     log.info("auth.api_key_created", api_key_id=created["id"])
-    return Response(created, status_code=201, headers={"Cache-Control": "no-store"})
+    return Response(
+        msgspec.convert(created, NewApiKey),
+        status_code=201,
+        headers={"Cache-Control": "no-store"},
+    )
 
 
-@get("/v1/auth/api-keys", dependencies=_SIGNED_IN)
+@get(
+    "/v1/auth/api-keys",
+    dependencies=_SIGNED_IN,
+    operation_id="AuthListApiKeys",
+    summary="The signed-in user's API keys (never the keys themselves)",
+    response_description="The keys",
+    opt={PROBLEMS: usual(400, 401, 503)},
+    **_PROTECTED,
+)
 async def list_api_keys(
     signed_in: NamedDependency[dict[str, Any]], resources: NamedDependency[Resources]
-) -> dict[str, Any]:
+) -> ApiKeyPage:
     user = signed_in["user"]
     async with resources.pool.acquire() as con:
-        return {"items": await api_keys.list_for(con, user["id"])}
+        keys = await api_keys.list_for(con, user["id"])
+    return msgspec.convert({"items": keys}, ApiKeyPage)
 
 
-@delete("/v1/auth/api-keys/{key_id:str}", status_code=204, dependencies=_SIGNED_IN)
+@delete(
+    "/v1/auth/api-keys/{key_id:str}",
+    status_code=204,
+    dependencies=_SIGNED_IN,
+    operation_id="AuthDeleteApiKey",
+    summary="Delete an API key: it stops working at once",
+    response_description="Deleted",
+    opt={PROBLEMS: usual(400, 401, 403, 503) | {404: "api_key_not_found"}},
+    **_PROTECTED,
+)
 async def delete_api_key(
-    key_id: FromPath[str],
+    key_id: Annotated[str, PathParameter(description="The key's id")],
     signed_in: NamedDependency[dict[str, Any]],
     resources: NamedDependency[Resources],
 ) -> None:
@@ -259,9 +372,17 @@ async def delete_api_key(
     log.info("auth.api_key_deleted", api_key_id=key_uuid)
 
 
-@get("/v1/auth/session", dependencies=_SIGNED_IN)
-async def current_session(signed_in: NamedDependency[dict[str, Any]]) -> dict[str, Any]:
-    return signed_in
+@get(
+    "/v1/auth/session",
+    dependencies=_SIGNED_IN,
+    operation_id="AuthGetSession",
+    summary="The signed-in user and their session",
+    response_description="The session",
+    opt={PROBLEMS: usual(400, 401, 503)},
+    **_PROTECTED,
+)
+async def current_session(signed_in: NamedDependency[dict[str, Any]]) -> SignedIn:
+    return msgspec.convert(signed_in, SignedIn)
 
 
 @post("/internal/v1/sessions/verify", status_code=200, include_in_schema=False)

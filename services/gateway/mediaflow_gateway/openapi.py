@@ -31,13 +31,10 @@ from mediaflow_libs.openapi import (
     SHARED_SCHEMAS,
     json_body,
     merged,
-    problem,
     security_schemes,
 )
 from mediaflow_libs.request_bodies import TYPED_BODY, body_schema
 from mediaflow_notifier import openapi as notifier_openapi
-
-_UNSAFE = ("post", "put", "patch", "delete")
 
 
 def _typed_bodies(app: Litestar) -> Iterator[tuple[str, str, type[msgspec.Struct]]]:
@@ -51,11 +48,11 @@ def _typed_bodies(app: Litestar) -> Iterator[tuple[str, str, type[msgspec.Struct
 
 
 def completed(app: Litestar, session_cookie: str) -> dict[str, Any]:
-    """The gateway's own schema (Litestar's, of the route declarations) with the request
-    bodies its routes read (generated from their types), the credentials it accepts, the
-    answers every route can give that its declaration does not list (``Retry-After`` on
-    every 429 and 503, 403 on unsafe routes, 415 on JSON bodies), and the conditional GET
-    of a task (``If-None-Match`` → 304)."""
+    """The gateway's own schema (Litestar's, of the route declarations) with what those
+    declarations cannot say: the request bodies its routes read (generated from their
+    types), the credentials it accepts, ``Retry-After`` on every 429 and 503 (a
+    ``ResponseSpec`` has no headers), and the 304 a task's conditional GET answers (its
+    ``If-None-Match`` is declared on the route)."""
     schema = app.openapi_schema.to_schema()
     for path, method, body_type in _typed_bodies(app):
         schema["paths"][path][method]["requestBody"] = json_body(body_schema(body_type))
@@ -64,7 +61,7 @@ def completed(app: Litestar, session_cookie: str) -> dict[str, Any]:
     components.setdefault("schemas", {}).update(copy.deepcopy(SHARED_SCHEMAS))
     components.setdefault("securitySchemes", {}).update(security_schemes(session_cookie))
     for item in schema.get("paths", {}).values():
-        for method, operation in item.items():
+        for operation in item.values():
             if not isinstance(operation, dict):
                 continue
             responses = operation.setdefault("responses", {})
@@ -73,20 +70,7 @@ def completed(app: Litestar, session_cookie: str) -> dict[str, Any]:
                     responses[status].setdefault("headers", {})["Retry-After"] = RETRY_AFTER
             if "401" in responses:
                 operation["security"] = SECURITY
-            if method in _UNSAFE:
-                responses.setdefault("403", problem(403))
-            if "application/json" in operation.get("requestBody", {}).get("content", {}):
-                responses.setdefault("415", problem(415))
     get_task = schema["paths"]["/v1/tasks/{task_id}"]["get"]
-    get_task.setdefault("parameters", []).append(
-        {
-            "name": "If-None-Match",
-            "in": "header",
-            "required": False,
-            "description": "ETags of copies you hold (or `*`): 304 when one is current",
-            "schema": {"type": "string"},
-        }
-    )
     get_task["responses"]["304"] = {
         "description": "Not modified: the copy you hold is current",
         "headers": {"ETag": get_task["responses"]["200"]["headers"]["ETag"]},

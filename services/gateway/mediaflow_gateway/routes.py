@@ -229,6 +229,16 @@ async def get_task(
     task_id: FromPath[str],
     identity: NamedDependency[Identity],
     resources: NamedDependency[Resources],
+    # Declared for the published schema only: the route reads the header as sent.
+    declared_none_match: Annotated[
+        str | None,
+        HeaderParameter(
+            name="If-None-Match",
+            description="ETags of copies you hold (or `*`): 304 when one is current",
+            # A header has a value when sent, never null.
+            schema_extra={"type": "string", "oneOf": None},
+        ),
+    ] = None,
 ) -> Response[TaskEnvelope]:
     async with resources.pool.acquire() as con:
         row = await _owned_task(con, _task_id(task_id), identity.user_id)
