@@ -1,31 +1,37 @@
-"""auth's routes: sign-up, sign-in and sign-out, the session, API keys, and the internal
-session check gateway and notifier call."""
+"""auth's routes: sign-up, sign-in and sign-out, the session, and the internal session
+check gateway and notifier call; the API key routes are :mod:`.api_key_routes`."""
 
 from __future__ import annotations
 
 import hashlib
-import uuid
-from typing import Annotated, Any
+from typing import Any
 
 import asyncpg
 import jwt
 import msgspec
 import structlog
 from litestar import Request, Response, delete, get, post
-from litestar.datastructures import ResponseHeader
-from litestar.di import NamedDependency, Provide
-from litestar.params import PathParameter
+from litestar.di import NamedDependency
 
-from mediaflow_auth import api_keys, passwords, ratelimit
+from mediaflow_auth import api_key_routes, api_keys, passwords, ratelimit
 from mediaflow_auth import sessions as session_store
-from mediaflow_auth.answers import ApiKeyPage, NewApiKey, SignedIn, SignedUp
-from mediaflow_auth.bodies import MAX_EMAIL_LENGTH, CreateApiKey, SessionCheck, SignIn, SignUp
+from mediaflow_auth.answers import SignedIn, SignedUp
+from mediaflow_auth.bodies import MAX_EMAIL_LENGTH, SessionCheck, SignIn, SignUp
 from mediaflow_auth.resources import Resources
 from mediaflow_auth.settings import AuthSettings
+from mediaflow_auth.signed_in import (
+    CLEARED_COOKIE,
+    PROTECTED,
+    PUBLIC,
+    SET_COOKIE,
+    SIGNED_IN,
+    UNSAFE_JSON,
+    check_credential,
+)
 from mediaflow_libs import db
 from mediaflow_libs.contracts import CredentialRevoked
 from mediaflow_libs.credentials import credential_digest, presented_credential
-from mediaflow_libs.openapi import PROBLEMS, SECURITY, usual
+from mediaflow_libs.openapi import PROBLEMS, usual
 from mediaflow_libs.problems import ProblemError
 from mediaflow_libs.request_bodies import TYPED_BODY, read_body
 from mediaflow_libs.service_tokens import check_service_token
@@ -33,26 +39,6 @@ from mediaflow_libs.service_tokens import check_service_token
 log = structlog.get_logger(__name__)
 
 SIGN_IN_FAILURES = "auth.sign_in_failures"
-
-# What every route's declaration shares, for the published schema: 400 and 503 can come
-# from the ingress on any route (an unreadable request, auth down); sign-up and sign-in
-# take no credential, which an empty requirement says explicitly.
-_DOCUMENTED: dict[str, Any] = {"tags": ["auth"]}
-_PUBLIC = _DOCUMENTED | {"security": []}
-_PROTECTED = _DOCUMENTED | {"security": SECURITY}
-_UNSAFE_JSON = usual(400, 403, 413, 415, 503)
-_SET_COOKIE = ResponseHeader(
-    name="Set-Cookie",
-    description="The session cookie (`HttpOnly; SameSite=Lax; Path=/`, `Secure` on https)",
-    required=True,
-    documentation_only=True,
-)
-_CLEARED_COOKIE = ResponseHeader(
-    name="Set-Cookie",
-    description="The session cookie, cleared",
-    required=True,
-    documentation_only=True,
-)
 
 
 def _sign_in_account(email: str) -> str:
@@ -104,13 +90,13 @@ def _signed_in(
     operation_id="AuthSignUp",
     summary="Create an account and sign in",
     response_description="Signed up",
-    response_headers=[_SET_COOKIE],
+    response_headers=[SET_COOKIE],
     opt={
         TYPED_BODY: SignUp,
-        PROBLEMS: _UNSAFE_JSON
+        PROBLEMS: UNSAFE_JSON
         | {409: "email_taken", 422: "invalid_email, weak_password, invalid_name"},
     },
-    **_PUBLIC,
+    **PUBLIC,
 )
 async def sign_up(
     request: Request[Any, Any, Any], resources: NamedDependency[Resources]
@@ -141,10 +127,10 @@ async def sign_up(
     operation_id="AuthSignIn",
     summary="Sign in with an email and password (a new session)",
     response_description="Signed in",
-    response_headers=[_SET_COOKIE],
+    response_headers=[SET_COOKIE],
     opt={
         TYPED_BODY: SignIn,
-        PROBLEMS: _UNSAFE_JSON
+        PROBLEMS: UNSAFE_JSON
         | {
             401: "invalid_credentials",
             403: "account_disabled (the right password, an account the operator disabled), "
@@ -152,7 +138,7 @@ async def sign_up(
             429: "rate_limited (failed sign-ins)",
         },
     },
-    **_PUBLIC,
+    **PUBLIC,
 )
 async def sign_in(
     request: Request[Any, Any, Any], resources: NamedDependency[Resources]
@@ -227,10 +213,10 @@ async def sign_in(
     operation_id="AuthSignOut",
     summary="Revoke the presented session and clear its cookie",
     response_description="Signed out",
-    response_headers=[_CLEARED_COOKIE],
+    response_headers=[CLEARED_COOKIE],
     opt={PROBLEMS: usual(400, 403, 503)},
     # Signing out works (and changes nothing) without a session too.
-    **_PUBLIC,
+    **PUBLIC,
 )
 async def sign_out(
     request: Request[Any, Any, Any], resources: NamedDependency[Resources]
@@ -245,42 +231,16 @@ async def sign_out(
     )
 
 
-async def _check(resources: Resources, credential: str | None) -> dict[str, Any]:
-    if not credential:
-        raise ProblemError(401, "session_missing", "Sign in first: no session was sent.")
-    async with resources.pool.acquire() as con:
-        if api_keys.looks_like_api_key(credential):
-            user, session = await api_keys.check(con, credential)
-        else:
-            user, session = await session_store.check_session(
-                con, credential, resources.settings.session_idle_ttl_seconds
-            )
-    return {"user": user, "session": session}
-
-
-async def signed_in(
-    request: Request[Any, Any, Any], resources: NamedDependency[Resources]
-) -> dict[str, Any]:
-    """The ``signed_in`` dependency of the routes that need a session: the caller's user and
-    session, or 401, before the route reads anything."""
-    checked = await _check(resources, presented_credential(request, resources.settings.public_url))
-    structlog.contextvars.bind_contextvars(user_id=checked["user"]["id"])
-    return checked
-
-
-_SIGNED_IN = {"signed_in": Provide(signed_in)}
-
-
 @delete(
     "/v1/auth/sessions",
     status_code=204,
-    dependencies=_SIGNED_IN,
+    dependencies=SIGNED_IN,
     operation_id="AuthRevokeAllSessions",
     summary="Revoke every session of the signed-in user",
     response_description="Every session revoked",
-    response_headers=[_CLEARED_COOKIE],
+    response_headers=[CLEARED_COOKIE],
     opt={PROBLEMS: usual(400, 401, 403, 503)},
-    **_PROTECTED,
+    **PROTECTED,
 )
 async def revoke_all_sessions(
     signed_in: NamedDependency[dict[str, Any]], resources: NamedDependency[Resources]
@@ -298,88 +258,14 @@ async def revoke_all_sessions(
     )
 
 
-@post(
-    "/v1/auth/api-keys",
-    status_code=201,
-    dependencies=_SIGNED_IN,
-    operation_id="AuthCreateApiKey",
-    summary="Create an API key (its `key` is shown once)",
-    response_description="Created",
-    opt={
-        TYPED_BODY: CreateApiKey,
-        PROBLEMS: usual(400, 401, 403, 413, 415, 503) | {422: "invalid_name"},
-    },
-    **_PROTECTED,
-)
-async def create_api_key(
-    request: Request[Any, Any, Any],
-    signed_in: NamedDependency[dict[str, Any]],
-    resources: NamedDependency[Resources],
-) -> Response[NewApiKey]:
-    user = signed_in["user"]
-    body = await read_body(request, CreateApiKey)
-    async with resources.pool.acquire() as con:
-        created = await api_keys.create(con, user["id"], body.name)
-    log.info("auth.api_key_created", api_key_id=created["id"])
-    return Response(
-        msgspec.convert(created, NewApiKey),
-        status_code=201,
-        headers={"Cache-Control": "no-store"},
-    )
-
-
-@get(
-    "/v1/auth/api-keys",
-    dependencies=_SIGNED_IN,
-    operation_id="AuthListApiKeys",
-    summary="The signed-in user's API keys (never the keys themselves)",
-    response_description="The keys",
-    opt={PROBLEMS: usual(400, 401, 503)},
-    **_PROTECTED,
-)
-async def list_api_keys(
-    signed_in: NamedDependency[dict[str, Any]], resources: NamedDependency[Resources]
-) -> ApiKeyPage:
-    user = signed_in["user"]
-    async with resources.pool.acquire() as con:
-        keys = await api_keys.list_for(con, user["id"])
-    return msgspec.convert({"items": keys}, ApiKeyPage)
-
-
-@delete(
-    "/v1/auth/api-keys/{key_id:str}",
-    status_code=204,
-    dependencies=_SIGNED_IN,
-    operation_id="AuthDeleteApiKey",
-    summary="Delete an API key: it stops working at once",
-    response_description="Deleted",
-    opt={PROBLEMS: usual(400, 401, 403, 503) | {404: "api_key_not_found"}},
-    **_PROTECTED,
-)
-async def delete_api_key(
-    key_id: Annotated[str, PathParameter(description="The key's id")],
-    signed_in: NamedDependency[dict[str, Any]],
-    resources: NamedDependency[Resources],
-) -> None:
-    user = signed_in["user"]
-    try:
-        key_uuid = str(uuid.UUID(key_id))
-    except ValueError as exc:
-        raise ProblemError(404, "api_key_not_found", "No such API key.") from exc
-    async with resources.pool.acquire() as con:
-        key_hash = await api_keys.delete(con, user["id"], key_uuid)
-    await resources.announce(CredentialRevoked(credential_sha256=key_hash.hex()))
-    log.info("auth.api_key_deleted", api_key_id=key_uuid)
-
-
 @get(
     "/v1/auth/session",
-    dependencies=_SIGNED_IN,
+    dependencies=SIGNED_IN,
     operation_id="AuthGetSession",
     summary="The signed-in user and their session",
     response_description="The session",
     opt={PROBLEMS: usual(400, 401, 503)},
-    **_PROTECTED,
+    **PROTECTED,
 )
 async def current_session(signed_in: NamedDependency[dict[str, Any]]) -> SignedIn:
     return msgspec.convert(signed_in, SignedIn)
@@ -406,7 +292,7 @@ async def verify(
     # 413 past it for an unknown credential too, never for auth failing.
     structlog.contextvars.bind_contextvars(caller=caller)
     body = await read_body(request, SessionCheck, max_bytes=4096)
-    return await _check(resources, body.credential)
+    return await check_credential(resources, body.credential)
 
 
 route_handlers = [
@@ -415,8 +301,6 @@ route_handlers = [
     sign_out,
     current_session,
     revoke_all_sessions,
-    create_api_key,
-    list_api_keys,
-    delete_api_key,
     verify,
+    *api_key_routes.route_handlers,
 ]
