@@ -221,8 +221,13 @@ async def ledger(pool: asyncpg.Pool, task_id: str) -> list[tuple[str, int]]:
     return [(r["reason"], r["delta"]) for r in rows]
 
 
+def counted(name: str, **labels: str) -> float:
+    """A sample of the worker's metrics in this process (0 before its first observation)."""
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
 def jobs_counted(outcome: str) -> float:
-    return REGISTRY.get_sample_value("worker_jobs_total", {"outcome": outcome}) or 0.0
+    return counted("worker_jobs_total", outcome=outcome)
 
 
 async def open_uploads(s3: Any, bucket: str, prefix: str) -> list[str]:

@@ -19,7 +19,6 @@ import asyncpg
 import pytest
 from aio_pika.abc import AbstractChannel
 from aiohttp import web
-from prometheus_client import REGISTRY
 from yt_dlp.extractor.common import InfoExtractor
 
 from devstack import stack
@@ -40,6 +39,7 @@ from services.worker.tests.support import (
     Submit,
     Worker,
     at_least,
+    counted,
     create_task,
     events,
     eventually,
@@ -54,10 +54,6 @@ from services.worker.tests.support import (
 )
 
 __all__ = ["media_origin"]
-
-
-def counted(name: str, **labels: str) -> float:
-    return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
 async def stored_file(s3: Any, worker: Worker, row: asyncpg.Record, tmp_path: Path) -> Path:

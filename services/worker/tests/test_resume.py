@@ -20,7 +20,6 @@ import asyncpg
 import pytest
 from aio_pika.abc import AbstractChannel
 from aiohttp import web
-from prometheus_client import REGISTRY
 
 from mediaflow_libs.amqp import Topology
 from mediaflow_worker.sweep import sweep_orphan_uploads
@@ -30,6 +29,7 @@ from services.worker.tests.support import (
     Origin,
     Submit,
     Worker,
+    counted,
     create_task,
     events,
     eventually,
@@ -46,10 +46,6 @@ from services.worker.tests.test_worker_takeover import worker_process
 
 MakeMedia = Callable[[int], bytes]
 WRITE_BYTES = 64 * 1024
-
-
-def counted(name: str, **labels: str) -> float:
-    return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
 @dataclass

@@ -24,7 +24,6 @@ from aio_pika.abc import AbstractChannel
 from aiohttp import web
 from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-from prometheus_client import REGISTRY
 
 from devstack import stack
 from mediaflow_libs.amqp import Topology
@@ -39,6 +38,7 @@ from services.worker.tests.support import (
     TASK_COST,
     Submit,
     Worker,
+    counted,
     create_task,
     events,
     eventually,
@@ -58,10 +58,6 @@ __all__ = ["media_origin"]
 LARGE_SECONDS = 6  # one-second segments of about 7 MB each: several upload parts
 WRITE_BYTES = 256 * 1024
 AES_KEY = bytes(range(16))
-
-
-def counted(name: str, **labels: str) -> float:
-    return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
 def muxes(kind: str) -> float:

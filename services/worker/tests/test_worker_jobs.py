@@ -22,7 +22,6 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from prometheus_client import REGISTRY
 
 from devstack import stack
 from mediaflow_libs import credits, outbox, task_transitions, tasks
@@ -40,6 +39,7 @@ from services.worker.tests.support import (
     Submitted,
     Worker,
     at_least,
+    counted,
     create_task,
     events,
     eventually,
@@ -58,10 +58,6 @@ from services.worker.tests.support import (
 )
 
 MakeMedia = Callable[[int], bytes]
-
-
-def counted(name: str, **labels: str) -> float:
-    return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
 def flaky(origin: Origin, media: bytes, failures: list[web.Response]) -> tuple[str, list[float]]:
