@@ -124,9 +124,15 @@ async def test_large_transfers_go_on_where_killed_workers_left_them(
 
     rows = await fetch(
         chaos.database_url,
-        "SELECT id::text, attempt, result_sha256 FROM media.tasks WHERE id = ANY($1::uuid[])",
+        """SELECT id::text, status, attempt, result_sha256, error_code, error_message
+           FROM media.tasks WHERE id = ANY($1::uuid[])""",
         list(task_owner),
     )
+    failures = [
+        (row["attempt"], row["error_code"], row["error_message"])
+        for row in rows
+        if row["status"] != "succeeded"
+    ]
     recorded = {row["id"]: row["result_sha256"] for row in rows}
     wrong_sha256 = sum(recorded[t] != expected[task_file[t]] for t in counts.succeeded)
     # Keys are tasks/<user>/<task>/<attempt>: the object stored is the file, byte for byte.
@@ -161,7 +167,7 @@ async def test_large_transfers_go_on_where_killed_workers_left_them(
     assert len(task_owner) == TASKS, f"submits refused for good: {refused}"
     assert kills >= 2, chaos_log
     assert counts.lost == 0, counts.unfinished
-    assert counts.by_status["succeeded"] == TASKS, counts.by_status
+    assert counts.by_status["succeeded"] == TASKS, (counts.by_status, failures)
     assert wrong_sha256 == 0 and stored_wrong == 0
     assert counts.money.double_charged == 0 and counts.money.uncharged == 0
     assert counts.duplicates == 0 and counts.missing_objects == 0

@@ -84,6 +84,13 @@ async def process_job(delivery: Delivery, resources: Resources) -> Outcome:
     if isinstance(claimed, Exhausted):
         FAILURES.labels("internal").inc()
         log.warning("job.exhausted", attempt=claimed.attempt)
+        await journal.discard_task(
+            resources.pool,
+            resources.s3,
+            resources.settings.s3_bucket,
+            claimed.user_id,
+            delivery.job.task_id,
+        )
         return "failed"
     log.info("job.started", attempt=claimed.attempt)
     # An upload an earlier attempt recorded goes on under its own key.

@@ -29,7 +29,8 @@ import asyncpg
 import structlog
 from botocore.exceptions import ClientError
 
-from mediaflow_libs import db
+from mediaflow_libs import db, tasks
+from mediaflow_libs.s3 import delete_prefix
 
 log = structlog.get_logger(__name__)
 
@@ -147,6 +148,20 @@ async def abandon(pool: asyncpg.Pool, s3: Any, bucket: str, task_id: str) -> Non
             )
     except Exception as exc:
         log.warning("journal.abandon_failed", task_id=task_id, error=repr(exc))
+
+
+async def discard_task(
+    pool: asyncpg.Pool, s3: Any, bucket: str, user_id: str, task_id: str
+) -> None:
+    """What a task given up on outside its job left in storage: its recorded upload and
+    whatever its attempts left under its prefix (a worker killed mid-upload stores more than
+    it records); never raises, the sweep of orphan uploads being the backstop."""
+    await abandon(pool, s3, bucket, task_id)
+    prefix = tasks.object_prefix(user_id, task_id)
+    try:
+        await delete_prefix(s3, bucket, prefix)
+    except Exception as exc:
+        log.warning("journal.leftovers_not_removed", prefix=prefix, error=repr(exc))
 
 
 async def stored_sha256(s3: Any, bucket: str, key: str) -> str:

@@ -59,6 +59,7 @@ class Held:
 class Exhausted:
     """The task is running but its attempts are used up (its workers kept dying)."""
 
+    user_id: str
     attempt: int
 
 
@@ -78,7 +79,7 @@ async def claim(
     if row["held_for"] is not None and row["held_for"] > 0:
         return Held(row["held_for"])
     if row["attempt"] >= max_attempts:
-        return Exhausted(row["attempt"])
+        return Exhausted(str(row["user_id"]), row["attempt"])
     token = f"{WORKER_ID}/{uuid.uuid4().hex[:12]}"
     await con.execute(
         """UPDATE media.tasks SET lease_owner = $2,

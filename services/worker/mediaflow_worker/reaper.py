@@ -6,6 +6,7 @@ import structlog
 
 from mediaflow_libs import outbox, tasks
 from mediaflow_libs.contracts import Job
+from mediaflow_worker import journal
 from mediaflow_worker.errors import TaskFailure
 from mediaflow_worker.metrics import FAILURES, TASKS_REAPED
 from mediaflow_worker.outcome import record_failure
@@ -31,6 +32,7 @@ async def reap_stale_tasks(resources: Resources) -> int:
             settings.stale_task_seconds,
         )
         actions = []
+        failed: list[Job] = []
         # Failing a task takes its user's event lock: users in one order, so two reapers
         # running at once cannot each hold a lock the other waits for.
         for row in sorted(rows, key=lambda row: row["user_id"]):
@@ -46,7 +48,8 @@ async def reap_stale_tasks(resources: Resources) -> int:
             delivery = Delivery(job, job.SerializeToString(), {})
             if row["attempt"] >= settings.retry_max_attempts:
                 failure = TaskFailure("internal", "The task stopped making progress.")
-                await record_failure(con, delivery, resources, failure, row["attempt"])
+                if await record_failure(con, delivery, resources, failure, row["attempt"]):
+                    failed.append(job)
                 actions.append("failed")
                 continue
             # Claimable at once; if this message is lost too, the next round sends another.
@@ -64,6 +67,10 @@ async def reap_stale_tasks(resources: Resources) -> int:
                 headers=delivery.message_headers(),
             )
             actions.append("requeued")
+    for job in failed:
+        await journal.discard_task(
+            resources.pool, resources.s3, settings.s3_bucket, job.user_id, job.task_id
+        )
     for action in actions:
         TASKS_REAPED.labels(action).inc()
         if action == "failed":

@@ -566,6 +566,7 @@ async def test_the_reaper_requeues_a_task_nobody_holds_and_fails_one_out_of_atte
     settings = worker_settings(infra, stale_task_seconds=0.5, reaper_interval_seconds=0.2)
     lost = await orphan(db_pool, origin.file(make_mp4(1000)), attempt=1)
     spent = await orphan(db_pool, origin.file(make_mp4(1000)), attempt=3)
+    prefix = await left_in_storage(db_pool, s3, settings.s3_bucket, spent)
     async with (
         own_namespace(infra, db_pool, Topology(settings.amqp_namespace)),
         running(settings, asyncio.Event()),
@@ -575,6 +576,7 @@ async def test_the_reaper_requeues_a_task_nobody_holds_and_fails_one_out_of_atte
     assert (requeued["status"], requeued["attempt"]) == ("succeeded", 2)
     assert (given_up["status"], given_up["error_code"]) == ("failed", "internal")
     assert await ledger(db_pool, spent) == [("charge", -TASK_COST), ("refund", TASK_COST)]
+    await eventually(lambda: nothing_left(db_pool, s3, settings.s3_bucket, prefix, spent))
     await s3.delete_object(Bucket=settings.s3_bucket, Key=requeued["object_key"])
 
 
@@ -595,6 +597,26 @@ async def orphan(pool: asyncpg.Pool, url: str, attempt: int) -> str:
         )
         assert await credits.charge(con, user_id, task_id, TASK_COST)
     return task_id
+
+
+async def left_in_storage(pool: asyncpg.Pool, s3: Any, bucket: str, task_id: str) -> str:
+    """What workers killed mid-transfer leave of ``task_id``: an upload its journal records,
+    one that was never recorded, and an object an attempt stored; returns their prefix."""
+    user_id = str(await pool.fetchval("SELECT user_id FROM media.tasks WHERE id = $1", task_id))
+    prefix = tasks.object_prefix(user_id, task_id)
+    recorded = await s3.create_multipart_upload(Bucket=bucket, Key=f"{prefix}1")
+    await s3.create_multipart_upload(Bucket=bucket, Key=f"{prefix}2")
+    await s3.put_object(Bucket=bucket, Key=f"{prefix}3", Body=b"stored, never recorded")
+    await pool.execute(
+        """INSERT INTO media.task_uploads
+               (task_id, object_key, upload_id, source_url, validator, size, content_type)
+           VALUES ($1, $2, $3, 'http://127.0.0.1/x', '"etag"', 100, 'video/mp4')""",
+        task_id,
+        f"{prefix}1",
+        recorded["UploadId"],
+    )
+    assert len(await open_uploads(s3, bucket, prefix)) == 2
+    return prefix
 
 
 # --- tracing --------------------------------------------------------------------------------
@@ -681,9 +703,11 @@ async def create_queued(pool: asyncpg.Pool, topology: Topology, url: str) -> Sub
 
 
 async def test_a_job_that_keeps_being_interrupted_fails_instead_of_running_forever(
-    worker: Worker, db_pool: asyncpg.Pool, channel: AbstractChannel, origin: Origin
+    worker: Worker, db_pool: asyncpg.Pool, channel: AbstractChannel, origin: Origin, s3: Any
 ) -> None:
     task_id = await orphan(db_pool, origin.file(b"x" * 100), worker.settings.retry_max_attempts)
+    bucket = worker.settings.s3_bucket
+    prefix = await left_in_storage(db_pool, s3, bucket, task_id)
     await db_pool.execute(
         "UPDATE media.tasks SET lease_expires_at = now() - interval '1 second' WHERE id = $1",
         task_id,
@@ -693,6 +717,16 @@ async def test_a_job_that_keeps_being_interrupted_fails_instead_of_running_forev
     row = await finished(db_pool, task_id)
     assert (row["status"], row["error_code"], row["attempt"]) == ("failed", "internal", 3)
     assert await ledger(db_pool, task_id) == [("charge", -TASK_COST), ("refund", TASK_COST)]
+    # Nothing the dead workers left stays behind.
+    await eventually(lambda: nothing_left(db_pool, s3, bucket, prefix, task_id))
+
+
+async def nothing_left(pool: asyncpg.Pool, s3: Any, bucket: str, prefix: str, task_id: str) -> bool:
+    recorded = await pool.fetchval(
+        "SELECT count(*) FROM media.task_uploads WHERE task_id = $1", task_id
+    )
+    uploads = await open_uploads(s3, bucket, prefix)
+    return recorded == 0 and uploads == [] and await stored_keys(s3, bucket, prefix) == []
 
 
 async def test_lease_heartbeats_leave_updated_at_alone(
