@@ -168,10 +168,11 @@ def serving_process(command: list[str], port: int, cwd: Path | None = None) -> I
 
 @contextmanager
 def origin_process(directory: Path) -> Iterator[str]:
-    """Serve ``directory`` with the stdlib's threaded server (as ``devstack.media.LocalOrigin``)."""
+    """Serve ``directory`` with ``bench/origin.py``."""
     port = stack.free_port()
-    command = [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"]
-    with serving_process(command, port, cwd=directory) as url:
+    script = Path(__file__).with_name("origin.py")
+    command = [sys.executable, str(script), str(directory), str(port)]
+    with serving_process(command, port) as url:
         yield url
 
 

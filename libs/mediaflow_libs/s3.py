@@ -13,7 +13,10 @@ What it adds to a plain aiobotocore client, for every caller alike:
   checksum, which the store verifies before it keeps the bytes;
 - a :class:`StreamedBody` (a part passed through from its source as it arrives) is sent
   ``aws-chunked`` with its checksum in a trailer, computed as the bytes pass: the one way
-  to have a checksum on a body whose bytes are not all there when the request starts.
+  to have a checksum on a body whose bytes are not all there when the request starts. It
+  goes as one aws-chunk under a ``Content-Length``, its pieces written as they come:
+  botocore would frame each read as a chunk of its own and send the whole with
+  ``Transfer-Encoding: chunked``, copying every byte twice more on its way out.
 """
 
 from __future__ import annotations
@@ -30,6 +33,15 @@ from aiobotocore.session import get_session
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
 from botocore.exceptions import ClientError
+from botocore.httpchecksum import (
+    HAS_CRT,
+    BaseChecksum,
+    Crc32Checksum,
+    CrtCrc32cChecksum,
+    CrtCrc32Checksum,
+    Sha1Checksum,
+    Sha256Checksum,
+)
 
 from mediaflow_libs.settings import S3Settings
 
@@ -57,26 +69,57 @@ class StreamedBody:
         self.length = length
 
     async def read(self, size: int = -1) -> bytes | memoryview:
-        """Up to ``size`` bytes (the next piece when ``size`` is -1), ``b""`` at the end.
-        Pieces are joined up to ``size``: each read becomes one aws-chunk, and fewer,
-        larger chunks cost the sender and the store less than one per piece."""
-        taken: list[memoryview] = []
-        got = 0
-        while size < 0 or got < size:
-            if not self._rest:
-                try:
-                    self._rest = memoryview(await anext(self._pieces))
-                except StopAsyncIteration:
-                    break
-            room = len(self._rest) if size < 0 else size - got
-            piece, self._rest = self._rest[:room], self._rest[room:]
-            taken.append(piece)
-            got += len(piece)
-            if size < 0:
-                break
-        if len(taken) <= 1:
-            return taken[0] if taken else b""
-        return b"".join(taken)
+        """The next piece, or its first ``size`` bytes; ``b""`` at the end. Never joins
+        pieces: a copy of every byte for nothing."""
+        if not self._rest:
+            try:
+                self._rest = memoryview(await anext(self._pieces))
+            except StopAsyncIteration:
+                return b""
+        room = len(self._rest) if size < 0 else size
+        piece, self._rest = self._rest[:room], self._rest[room:]
+        return piece
+
+
+# The checksums an upload can trail, by the name of their trailer (what botocore would use).
+_TRAILED_CHECKSUMS: dict[str, type[BaseChecksum]] = {
+    "x-amz-checksum-crc32": CrtCrc32Checksum if HAS_CRT else Crc32Checksum,
+    "x-amz-checksum-crc32c": CrtCrc32cChecksum,
+    "x-amz-checksum-sha1": Sha1Checksum,
+    "x-amz-checksum-sha256": Sha256Checksum,
+}
+_DIGEST_BYTES = {
+    "x-amz-checksum-crc32": 4,
+    "x-amz-checksum-crc32c": 4,
+    "x-amz-checksum-sha1": 20,
+    "x-amz-checksum-sha256": 32,
+}
+_STREAMED = "mediaflow.streamed_body"  # where the request's context keeps its StreamedBody
+
+
+class OneAwsChunk:
+    """``body`` framed as ``aws-chunked``: one chunk holding all its bytes, written piece by
+    piece as they come, then the trailer with their checksum; ``length`` is the whole
+    frame's, known before the first byte."""
+
+    def __init__(self, body: StreamedBody, trailer: str) -> None:
+        self._body = body
+        self._trailer = trailer
+        self._checksum = _TRAILED_CHECKSUMS[trailer]()
+        self._head = f"{body.length:x}\r\n".encode() if body.length else b""
+        digest = 4 * -(-_DIGEST_BYTES[trailer] // 3)  # its base64 length
+        data = len(self._head) + body.length + (2 if body.length else 0)
+        self.length = data + len(f"0\r\n{trailer}:\r\n\r\n") + digest
+
+    async def __aiter__(self) -> AsyncIterator[bytes | memoryview]:
+        if self._head:
+            yield self._head
+        while piece := await self._body.read():
+            self._checksum.update(piece)  # type: ignore[arg-type]  # any buffer does
+            yield piece
+        end = b"\r\n" if self._head else b""
+        digest = self._checksum.b64digest()
+        yield end + f"0\r\n{self._trailer}:{digest}\r\n\r\n".encode()
 
 
 class LoopbackNamesResolver(AbstractResolver):
@@ -143,10 +186,26 @@ def _write_defaults(settings: S3Settings) -> Callable[..., None]:
 def _trail_streamed_checksum(params: dict[str, Any], **_: Any) -> None:
     """A :class:`StreamedBody` gets its checksum in a trailer, over http too: botocore puts
     it in a header there, which needs every byte before the request starts."""
-    if isinstance(params.get("body"), StreamedBody):
+    body = params.get("body")
+    if isinstance(body, StreamedBody):
         algorithm = params["context"].get("checksum", {}).get("request_algorithm")
         if isinstance(algorithm, dict):
             algorithm["in"] = "trailer"
+            params["context"][_STREAMED] = body
+
+
+def _send_streamed_as_one_chunk(request: Any, **_: Any) -> None:
+    """Before signing: the trailed :class:`StreamedBody` goes as :class:`OneAwsChunk` with
+    its length instead of botocore's framing of it (the headers botocore set for the
+    trailer, the decoded length among them, stay)."""
+    body = request.context.get(_STREAMED)
+    trailer = request.headers.get("X-Amz-Trailer")
+    if body is None or trailer not in _TRAILED_CHECKSUMS:
+        return
+    framed = OneAwsChunk(body, trailer)
+    del request.headers["Transfer-Encoding"]
+    request.headers["Content-Length"] = str(framed.length)
+    request.data = framed
 
 
 @asynccontextmanager
@@ -171,6 +230,8 @@ async def open_s3(settings: S3Settings, *, public: bool = False) -> AsyncIterato
         events.register("provide-client-params.s3", _write_defaults(settings))
         events.register("before-call.s3.UploadPart", _trail_streamed_checksum)
         events.register("before-call.s3.PutObject", _trail_streamed_checksum)
+        events.register("before-sign.s3.UploadPart", _send_streamed_as_one_chunk)
+        events.register("before-sign.s3.PutObject", _send_streamed_as_one_chunk)
         yield client
 
 

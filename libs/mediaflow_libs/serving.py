@@ -29,17 +29,21 @@ from mediaflow_libs.settings import ServiceSettings
 YOUNG_COLLECTION_THRESHOLD = 20_000
 
 
+def freeze_startup_heap() -> None:
+    """Move every object now alive out of the cyclic collector's reach: they live as long as
+    the process, and full collections walking them stall all work in flight. Young
+    collections then run at ``YOUNG_COLLECTION_THRESHOLD``. Call once started up."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(YOUNG_COLLECTION_THRESHOLD, *gc.get_threshold()[1:])
+
+
 class FreezingServer(uvicorn.Server):
-    """uvicorn's server that, once the app has started, moves every object then alive out of
-    the cyclic collector's reach: they live as long as the process, and full collections
-    walking them stall every request in flight. Young collections then run at
-    ``YOUNG_COLLECTION_THRESHOLD``."""
+    """uvicorn's server that freezes the start-up heap once the app has started."""
 
     async def startup(self, sockets: list[Any] | None = None) -> None:
         await super().startup(sockets=sockets)
-        gc.collect()
-        gc.freeze()
-        gc.set_threshold(YOUNG_COLLECTION_THRESHOLD, *gc.get_threshold()[1:])
+        freeze_startup_heap()
 
 
 def forwarded_allow_ips(settings: ServiceSettings) -> list[str]:

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 import zlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,14 @@ from aiobotocore.session import get_session
 from botocore.exceptions import ClientError
 
 from devstack import stack
-from mediaflow_libs.s3 import StreamedBody, completed_part, copy_object, ensure_bucket, open_s3
+from mediaflow_libs.s3 import (
+    OneAwsChunk,
+    StreamedBody,
+    completed_part,
+    copy_object,
+    ensure_bucket,
+    open_s3,
+)
 from mediaflow_libs.settings import S3Settings
 
 MIB = 1024 * 1024
@@ -178,6 +185,9 @@ async def test_streamed_parts_carry_checksums_and_large_copies_go_in_parts(
         assert streamed["x-amz-trailer"] == "x-amz-checksum-crc32"
         assert streamed["x-amz-content-sha256"] == "STREAMING-UNSIGNED-PAYLOAD-TRAILER"
         assert streamed["x-amz-decoded-content-length"] == str(5 * MIB)
+        # One aws-chunk under a Content-Length, not HTTP chunks: its pieces go out uncopied.
+        assert "transfer-encoding" not in streamed
+        assert int(streamed["content-length"]) > 5 * MIB
         # A part held in memory: the checksum in a header.
         assert in_memory["x-amz-checksum-crc32"] == crc32(parts[-1])
 
@@ -221,24 +231,47 @@ async def test_streamed_parts_carry_checksums_and_large_copies_go_in_parts(
 
 
 class _CorruptFirstChunk:
-    """An aws-chunked body with one bit of its first chunk's data flipped on the way out,
-    after the checksum in its trailer was computed from the bytes as they were."""
+    """An aws-chunked body with one bit of its data flipped on the way out (in the first
+    piece written that holds data, not only framing), after the checksum in its trailer was
+    computed from the bytes as they were."""
 
     def __init__(self, inner: Any) -> None:
-        self._inner = inner
-        self._first = True
+        self._inner = aiter(inner)
+        self._done = False
 
     def __aiter__(self) -> _CorruptFirstChunk:
         return self
 
     async def __anext__(self) -> bytes:
-        chunk = bytes(await self._inner.__anext__())
-        if self._first:
-            self._first = False
+        chunk = bytes(await anext(self._inner))
+        if not self._done and len(chunk) > 4096:
+            self._done = True
             flipped = bytearray(chunk)
-            flipped[chunk.index(b"\r\n") + 2 + 1000] ^= 1
+            flipped[len(chunk) // 2] ^= 1
             return bytes(flipped)
         return chunk
+
+
+@pytest.mark.parametrize(
+    ("trailer", "digest"),
+    [
+        ("x-amz-checksum-crc32", lambda data: zlib.crc32(data).to_bytes(4, "big")),
+        ("x-amz-checksum-sha1", lambda data: hashlib.sha1(data).digest()),
+        ("x-amz-checksum-sha256", lambda data: hashlib.sha256(data).digest()),
+    ],
+)
+@pytest.mark.parametrize("size", [0, 1, PIECE, 3 * PIECE + 5])
+async def test_a_streamed_body_is_one_aws_chunk_as_long_as_announced(
+    trailer: str, digest: Callable[[bytes], bytes], size: int
+) -> None:
+    data = os.urandom(size)
+    framed = OneAwsChunk(StreamedBody(pieces(data), size), trailer)
+    sent = b"".join([bytes(piece) async for piece in framed])
+    checksum = base64.b64encode(digest(data)).decode()
+    trail = f"0\r\n{trailer}:{checksum}\r\n\r\n".encode()
+    expected = (f"{size:x}\r\n".encode() + data + b"\r\n" if size else b"") + trail
+    assert sent == expected
+    assert framed.length == len(sent)
 
 
 async def test_seaweedfs_refuses_a_part_corrupted_in_transit(infra: Any) -> None:

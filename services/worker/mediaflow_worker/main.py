@@ -26,7 +26,7 @@ from mediaflow_libs.logging import configure_logging
 from mediaflow_libs.operator_routes import ReadinessCheck
 from mediaflow_libs.outbox import OutboxRelay
 from mediaflow_libs.s3 import ensure_bucket, open_s3
-from mediaflow_libs.serving import serve_in_loop
+from mediaflow_libs.serving import freeze_startup_heap, serve_in_loop
 from mediaflow_libs.telemetry import configure_tracing
 from mediaflow_worker import memory
 from mediaflow_worker.consumer import JobConsumer
@@ -101,8 +101,10 @@ async def run(
 
         app = operator_app(readiness_checks(resources), settings, {"media_tools": media_tools()})
         await stack.enter_async_context(serve_in_loop(app, settings.host, settings.port))
-        # What starting up allocated and dropped goes back to the system before jobs come.
+        # What starting up allocated and dropped goes back to the system before jobs come,
+        # and what it keeps (botocore's models above all) stops being walked by collections.
         memory.release_free_memory()
+        freeze_startup_heap()
 
         consumer = JobConsumer(resources, channel)
         await consumer.start()
