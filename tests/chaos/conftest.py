@@ -79,10 +79,6 @@ def chaos_stack(
             # production (300 s), so that a run sees it happen.
             "STALE_TASK_SECONDS": "60",
             "REAPER_INTERVAL_SECONDS": "10",
-            # Each takeover from a killed worker is an attempt. In make test's resume scenario
-            # a worker lives 6 s and a lease outlives its holder by up to 6 s, so an attempt
-            # gets about 3 s of a 64 MiB transfer: five attempts are not always enough.
-            "RETRY_MAX_ATTEMPTS": "10",
         },
     )
     # A second worker process beside the stack's own: one can die while the other works.

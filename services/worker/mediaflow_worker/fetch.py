@@ -85,7 +85,8 @@ def parse_url(text: str, base: URL | None = None) -> URL:
     try:
         url = URL(text)
         return url if base is None else base.join(url)
-    except (TypeError, ValueError) as exc:  # UnicodeError included
+    # UnicodeError is a ValueError; yarl raises IndexError on some malformed authorities.
+    except (TypeError, ValueError, IndexError) as exc:
         raise TaskFailure(
             "source_http_error", "The source leads to a URL that cannot be fetched."
         ) from exc
@@ -96,7 +97,7 @@ def check_url(url: URL, egress: EgressPolicy) -> None:
     would take as they are, and refused IP literals (on the port they would be reached on)."""
     try:
         scheme, host, port = url.scheme, url.host, url.port
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, IndexError) as exc:
         raise TaskFailure(
             "source_http_error", "The source leads to a URL that cannot be fetched."
         ) from exc

@@ -8,6 +8,10 @@ so a task is never worked on by two jobs at once: a second delivery of a held ta
 worker's task passes to another worker. The heartbeat doubles as the cancel check: it
 reads the task's status, so a cancel is noticed within one heartbeat even when the source
 stalls and no progress is being written.
+
+Attempts count toward ``RETRY_MAX_ATTEMPTS`` only when they stored nothing new
+(:func:`attempts_used`): one that added parts to the task's recorded upload moved the task
+forward, and the parts are finite, so a transfer whose workers keep dying still ends.
 """
 
 from __future__ import annotations
@@ -57,7 +61,8 @@ class Held:
 
 @dataclass(frozen=True)
 class Exhausted:
-    """The task is running but its attempts are used up (its workers kept dying)."""
+    """The task is running but its attempts are used up (its workers kept dying before
+    they stored anything new)."""
 
     user_id: str
     attempt: int
@@ -78,7 +83,8 @@ async def claim(
         return None
     if row["held_for"] is not None and row["held_for"] > 0:
         return Held(row["held_for"])
-    if row["attempt"] >= max_attempts:
+    used, progressed, kept = await _attempts(con, task_id)
+    if used >= max_attempts:
         return Exhausted(str(row["user_id"]), row["attempt"])
     token = f"{WORKER_ID}/{uuid.uuid4().hex[:12]}"
     await con.execute(
@@ -89,7 +95,41 @@ async def claim(
         token,
         lease_seconds,
     )
+    await con.execute(
+        """UPDATE media.task_uploads SET attempts_with_progress = $2, kept_bytes_at_claim = $3
+           WHERE task_id = $1""",
+        task_id,
+        progressed,
+        kept,
+    )
     return Claimed(str(row["user_id"]), row["source_url"], row["attempt"] + 1, token)
+
+
+async def attempts_used(con: db.Connection, task_id: str) -> int:
+    """The task's attempts that count toward the limit: those that stored nothing new."""
+    used, _, _ = await _attempts(con, task_id)
+    return used
+
+
+async def _attempts(con: db.Connection, task_id: str) -> tuple[int, int, int]:
+    """(attempts used, attempts that stored something new, bytes in the recorded upload's
+    parts now). The attempt last claimed stored something new when the recorded upload
+    holds more than when it began, however it ended (a worker killed midway never says)."""
+    row = await con.fetchrow(
+        """SELECT t.attempt, coalesce(u.attempts_with_progress, 0) AS attempts_with_progress,
+                  coalesce(u.kept_bytes_at_claim, 0) AS kept_bytes_at_claim,
+                  (SELECT coalesce(max(p.last_byte) + 1, 0) FROM media.task_upload_parts p
+                   WHERE p.task_id = t.id) AS kept
+           FROM media.tasks t LEFT JOIN media.task_uploads u ON u.task_id = t.id
+           WHERE t.id = $1""",
+        task_id,
+    )
+    assert row is not None  # callers hold the task's row
+    kept = int(row["kept"])
+    progressed = row["attempts_with_progress"] + int(
+        row["attempt"] > 0 and kept > row["kept_bytes_at_claim"]
+    )
+    return row["attempt"] - progressed, progressed, kept
 
 
 async def holds(con: db.Connection, task_id: str, token: str) -> bool:

@@ -2,8 +2,9 @@
 refund and any message, committed together once the job still holds the task's lease.
 
 Transient failures (:class:`~mediaflow_worker.errors.Retry`) go back to the jobs queue
-through a delay queue after an exponential backoff with jitter, up to
-``RETRY_MAX_ATTEMPTS``; the rest fail the task at once, refunded in the same transaction.
+through a delay queue after an exponential backoff with jitter, until ``RETRY_MAX_ATTEMPTS``
+attempts stored nothing new; the rest fail the task at once, refunded in the same
+transaction.
 """
 
 from __future__ import annotations
@@ -152,7 +153,7 @@ async def _fail_or_retry(
 ) -> Outcome:
     settings = resources.settings
     task_id = delivery.job.task_id
-    retry = isinstance(failure, Retry) and claimed.attempt < settings.retry_max_attempts
+    retry = isinstance(failure, Retry)
     if isinstance(failure, Retry) and (failure.delay or 0) > settings.retry_max_delay_seconds:
         # Holding the task (and the user's credit) for longer than that helps nobody.
         failure = TaskFailure(
@@ -164,6 +165,8 @@ async def _fail_or_retry(
     async with resources.pool.acquire() as con, con.transaction():
         if not await lease.holds(con, task_id, claimed.token):
             return "superseded"
+        used = await lease.attempts_used(con, task_id)
+        retry = retry and used < settings.retry_max_attempts
         if retry:
             assert isinstance(failure, Retry)
             wanted = backoff_seconds(

@@ -6,7 +6,7 @@ import structlog
 
 from mediaflow_libs import outbox, tasks
 from mediaflow_libs.contracts import Job
-from mediaflow_worker import journal
+from mediaflow_worker import journal, lease
 from mediaflow_worker.errors import TaskFailure
 from mediaflow_worker.metrics import FAILURES, TASKS_REAPED
 from mediaflow_worker.outcome import record_failure
@@ -46,7 +46,8 @@ async def reap_stale_tasks(resources: Resources) -> int:
                 audio_format=options["audio_format"],
             )
             delivery = Delivery(job, job.SerializeToString(), {})
-            if row["attempt"] >= settings.retry_max_attempts:
+            used = await lease.attempts_used(con, str(row["id"]))
+            if used >= settings.retry_max_attempts:
                 failure = TaskFailure("internal", "The task stopped making progress.")
                 if await record_failure(con, delivery, resources, failure, row["attempt"]):
                     failed.append(job)

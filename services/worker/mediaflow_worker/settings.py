@@ -85,8 +85,10 @@ class WorkerSettings(ServiceSettings, S3Settings, EgressSettings):
         5,
         ge=1,
         description=(
-            "Attempts per task, the first included; a transient failure on the last one fails "
-            "the task (and a copy of its job goes to the dead-letter queue)"
+            "Attempts per task that store nothing new, the first included; a transient failure "
+            "on the last one fails the task (and a copy of its job goes to the dead-letter "
+            "queue). An attempt that adds parts to a resumable upload does not count: the "
+            "parts are finite, so such a task still ends"
         ),
     )
     retry_base_delay_seconds: float = Field(

@@ -28,7 +28,7 @@ from mediaflow_libs import credits, outbox, task_transitions, tasks
 from mediaflow_libs.amqp import Topology
 from mediaflow_libs.contracts import Job
 from mediaflow_libs.telemetry import inject_trace_context
-from mediaflow_worker import job_run, multipart, outcome
+from mediaflow_worker import job_run, lease, multipart, outcome
 from mediaflow_worker.settings import WorkerSettings
 from services.worker.tests.support import (
     MIB,
@@ -719,6 +719,48 @@ async def test_a_job_that_keeps_being_interrupted_fails_instead_of_running_forev
     assert await ledger(db_pool, task_id) == [("charge", -TASK_COST), ("refund", TASK_COST)]
     # Nothing the dead workers left stays behind.
     await eventually(lambda: nothing_left(db_pool, s3, bucket, prefix, task_id))
+
+
+async def test_attempts_that_stored_parts_do_not_use_up_the_retries(
+    db_pool: asyncpg.Pool, origin: Origin
+) -> None:
+    """A large transfer whose workers keep dying goes on as long as each one stores a part;
+    once attempts stop storing anything, RETRY_MAX_ATTEMPTS of them fail the task."""
+    max_attempts, lease_seconds, part = 3, 30.0, 5 * 1024 * 1024
+    task_id = await orphan(db_pool, origin.file(b"x" * 100), attempt=0)
+    await db_pool.execute(
+        """INSERT INTO media.task_uploads
+               (task_id, object_key, upload_id, source_url, validator, size, content_type)
+           VALUES ($1, 'k', 'u', 'http://127.0.0.1/x', '"etag"', $2, 'video/mp4')""",
+        task_id,
+        10 * part,
+    )
+
+    async def claim() -> lease.Claimed | lease.Held | lease.Exhausted | None:
+        async with db_pool.acquire() as con, con.transaction():
+            got = await lease.claim(con, task_id, max_attempts, lease_seconds)
+            # The attempt "dies": its lease runs out at once.
+            await con.execute(
+                """UPDATE media.tasks SET attempt = attempt + 1,
+                       lease_expires_at = now() - interval '1 second' WHERE id = $1""",
+                task_id,
+            )
+        return got
+
+    for number in range(1, 8):  # more attempts than the limit, each storing one part
+        assert isinstance(await claim(), lease.Claimed)
+        await db_pool.execute(
+            """INSERT INTO media.task_upload_parts
+                   (task_id, part_number, etag, checksum, first_byte, last_byte)
+               VALUES ($1, $2, 'e', '{}', $3, $4)""",
+            task_id,
+            number,
+            (number - 1) * part,
+            number * part - 1,
+        )
+    # Then attempts that store nothing: max_attempts of them run, the next fails the task.
+    stalled = [await claim() for _ in range(max_attempts + 1)]
+    assert [type(got) for got in stalled] == [lease.Claimed] * max_attempts + [lease.Exhausted]
 
 
 async def nothing_left(pool: asyncpg.Pool, s3: Any, bucket: str, prefix: str, task_id: str) -> bool:
