@@ -71,8 +71,9 @@ BYTES_REFETCHED = Counter(
     "worker_bytes_refetched_total",
     "Source bytes fetched a second time: those of a restarted body; when a task "
     "continues in another attempt, those its earlier attempt showed past its last stored "
-    "part; and the stored start of a segment fetched whole again (no range: a source that "
-    "ignores it, or an encrypted segment)",
+    "part, and a direct file's first MiB, read again to probe what the file is; and the "
+    "stored start of a segment fetched whole again (no range: a source that ignores it, or "
+    "an encrypted segment)",
 )
 UPLOADS_SWEPT = Counter(
     "worker_orphan_uploads_aborted_total",

@@ -10,6 +10,7 @@ import asyncio
 import hashlib
 import os
 import signal
+import struct
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -22,7 +23,9 @@ from aio_pika.abc import AbstractChannel
 from aiohttp import web
 
 from mediaflow_libs.amqp import Topology
+from mediaflow_worker.media.plan import PROBE_BYTES
 from mediaflow_worker.sweep import sweep_orphan_uploads
+from services.worker.tests.media_sources import make_video
 from services.worker.tests.support import (
     MIB,
     TASK_COST,
@@ -327,7 +330,6 @@ async def test_a_worker_killed_mid_transfer_is_continued_at_its_last_stored_part
     db_pool: asyncpg.Pool,
     channel: AbstractChannel,
     s3: Any,
-    make_mp4: MakeMedia,
     cutting: Callable[..., CuttingOrigin],
     tmp_path: Path,
 ) -> None:
@@ -335,7 +337,11 @@ async def test_a_worker_killed_mid_transfer_is_continued_at_its_last_stored_part
     survivor = worker_settings(infra, amqp_namespace=doomed.amqp_namespace)
     topology = Topology(doomed.amqp_namespace)
     part = doomed.upload_part_bytes
-    media = make_mp4(40 * MIB + 4321)
+    # A real video, its index first, grown to 40 MiB by a trailing free box: what the stored
+    # file is must be probed from its start, which the continuing attempt does not store.
+    clip = make_video("640x360", tmp_path, "clip.mp4", duration=3).read_bytes()
+    padding = 40 * MIB + 4321 - len(clip)
+    media = clip + struct.pack(">I4s", padding, b"free") + os.urandom(padding - 8)
     # 64 KiB every 5 ms: about 8 s for the whole file, and no cut.
     origin = await started(cutting, media, cut=len(media), pause=0.005)
     across = counted("worker_resumes_total", kind="across_attempts")
@@ -360,6 +366,11 @@ async def test_a_worker_killed_mid_transfer_is_continued_at_its_last_stored_part
         assert row["attempt"] == 2
         assert row["result_sha256"] == hashlib.sha256(media).hexdigest()
         assert row["result_size"] == len(media)
+        # What the file is, though the continuing attempt did not store its start.
+        media_row = row["result_media"]
+        assert (media_row["width"], media_row["height"]) == (640, 360)
+        assert (media_row["video_codec"], media_row["audio_codec"]) == ("h264", "aac")
+        assert abs(media_row["duration_seconds"] - 3) < 0.2
         # The next attempt opens the URL as every attempt does (what is it?), drops that
         # answer once it is the recorded file, and asks for the rest from a part boundary
         # past the first two parts.
@@ -376,8 +387,10 @@ async def test_a_worker_killed_mid_transfer_is_continued_at_its_last_stored_part
             for e in await events(db_pool, task.task_id)
             if e["task"]["attempt"] == 1
         )
-        assert counted("worker_bytes_refetched_total") - refetched == max(
-            shown - int(wanted[6:-1]), 0
+        # And its first MiB, read again to probe it.
+        assert (
+            counted("worker_bytes_refetched_total") - refetched
+            == max(shown - int(wanted[6:-1]), 0) + PROBE_BYTES
         )
         # The events show the new attempt going on from where the bytes were.
         history = await events(db_pool, task.task_id)

@@ -347,10 +347,12 @@ async def probe(head: bytes) -> Info:
     )
     try:
         out, _ = await asyncio.wait_for(proc.communicate(head), 10)
-    except BaseException:
+    except BaseException as exc:
         with suppress(ProcessLookupError):
             proc.kill()
         await asyncio.shield(proc.wait())
+        if not isinstance(exc, Exception):
+            raise  # cancelled: the caller no longer wants it
         return Info()
     try:
         found = json.loads(out or b"{}")

@@ -17,7 +17,8 @@ from mediaflow_worker.fetch import Source
 from mediaflow_worker.journal import Continuation
 from mediaflow_worker.media import dash, hls
 from mediaflow_worker.media.fetcher import Fetcher
-from mediaflow_worker.media.plan import Plan
+from mediaflow_worker.media.plan import PROBE_BYTES, Plan
+from mediaflow_worker.metrics import BYTES_REFETCHED
 from mediaflow_worker.resolve import Page, Resolvers, _is_page, _page_text, _prepend, _read_head
 from mediaflow_worker.resume import ResumableBody, validator
 
@@ -34,6 +35,17 @@ class MediaConfig:
     extractor_max_bytes: int
     extractor_timeout: float
     max_resumes: int = 3  # of a direct file's body within an attempt
+
+
+async def _read_up_to(head: bytes, chunks: AsyncIterator[bytes], size: int) -> bytes:
+    """``head`` and what follows it in ``chunks``, ``size`` bytes at most."""
+    start = bytearray(head[:size])
+    if len(start) < size:
+        async for chunk in chunks:
+            start += chunk[: size - len(start)]
+            if len(start) >= size:
+                break
+    return bytes(start)
 
 
 async def _read_all(head: bytes, chunks: AsyncIterator[bytes], max_bytes: int) -> str:
@@ -101,6 +113,12 @@ async def open_plan(
                         and validator(source) == continuation.validator
                         and source.size == continuation.size
                     )
+                    start = b""
+                    if go_on:
+                        # Stored by another attempt, but what the file is, is probed from
+                        # its first bytes: read them again from this answer.
+                        start = await _read_up_to(head, source.chunks, PROBE_BYTES)
+                        BYTES_REFETCHED.inc(len(start))
                     body = ResumableBody(
                         fetcher.session,
                         fetcher.limits,
@@ -122,6 +140,7 @@ async def open_plan(
                             chunks=body.chunks() if go_on else _prepend(head, body.chunks()),
                         ),
                         body=body,
+                        start=start,
                     )
                     return
                 else:

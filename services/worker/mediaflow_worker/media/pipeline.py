@@ -6,8 +6,9 @@ One fMP4 stream asked for as it is (its init section and segments) is stored as 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +20,7 @@ from mediaflow_worker.media.concat import SegmentedBody, concatenable, fingerpri
 from mediaflow_worker.media.fetcher import Fetcher
 from mediaflow_worker.media.metrics import MEDIA_FAILURES, MEDIA_TASKS, UNRESOLVED
 from mediaflow_worker.media.opening import MediaConfig, open_plan
-from mediaflow_worker.media.plan import Format, Info, Options, Plan
+from mediaflow_worker.media.plan import PROBE_BYTES, Format, Info, Options, Plan
 from mediaflow_worker.media.segments import fetch_pieces
 from mediaflow_worker.media.select import Selection, select
 from mediaflow_worker.media.streams import (
@@ -34,8 +35,6 @@ from mediaflow_worker.media.streams import (
 )
 from mediaflow_worker.resolve import Resolvers
 from mediaflow_worker.resume import Restarted, ResumableBody
-
-PROBE_BYTES = 1024 * 1024  # of the stored file's start, for ffprobe
 
 
 @dataclass(frozen=True)
@@ -61,6 +60,22 @@ class Media:
     body: ResumableBody | SegmentedBody | None = None
     duration: float | None = None  # a playlist's, when no mux reports it
     content_type: str | None = None  # what the stored file is, when its bytes do not say
+    # ffprobe of ``head``, started once the head is whole so that it runs while the rest
+    # is stored instead of after it (its start-up alone is about 90 ms).
+    probing: asyncio.Task[Info] | None = None
+
+    def probe_head(self) -> asyncio.Task[Info]:
+        if self.probing is None:
+            self.probing = asyncio.create_task(mux.probe(bytes(self.head)))
+        return self.probing
+
+    async def stop_probing(self) -> None:
+        """Forget the probe of a head that is no longer the stored file's (or not needed)."""
+        probing, self.probing = self.probing, None
+        if probing is not None and not probing.done():
+            probing.cancel()
+            with suppress(asyncio.CancelledError):
+                await probing
 
     @property
     def continued(self) -> bool:
@@ -69,7 +84,7 @@ class Media:
 
     async def describe(self, content_type: str) -> Described:
         """The file name and API.md's ``media`` of the stored result."""
-        probed = await mux.probe(bytes(self.head))
+        probed = await self.probe_head()
         known = self.plan.info
         reported = self.report.duration if self.report else None
         duration = reported or self.duration or probed.duration
@@ -166,12 +181,20 @@ def _muxed(
     return media
 
 
-async def _tee(chunks: AsyncIterator[bytes], head: bytearray) -> AsyncIterator[bytes]:
+async def _tee(chunks: AsyncIterator[bytes], media: Media) -> AsyncIterator[bytes]:
+    """The chunks, keeping the stored file's first PROBE_BYTES in ``media.head``."""
+    head = media.head
+    # A direct file going on from another attempt's parts came with its start already.
+    keeping = not (media.body is not None and media.plan.start)
     async for chunk in chunks:
         if isinstance(chunk, Restarted):
+            await media.stop_probing()
             head.clear()  # the head probed is the new version's
-        if len(head) < PROBE_BYTES:
+            keeping = True
+        if keeping and len(head) < PROBE_BYTES:
             head += chunk[: PROBE_BYTES - len(head)]
+        if len(head) >= PROBE_BYTES:
+            media.probe_head()
         yield chunk
 
 
@@ -210,7 +233,13 @@ async def open_task_media(
         media: Media
         if plan.kind == "direct" and options.mode == "auto":
             assert plan.source is not None
-            media = Media(plan.source.chunks, plan.source.size, plan, body=plan.body)
+            media = Media(
+                plan.source.chunks,
+                plan.source.size,
+                plan,
+                head=bytearray(plan.start),
+                body=plan.body,
+            )
         else:
             formats = plan.formats or [{"url": plan.url, "protocol": "https"}]
             if plan.kind == "direct":
@@ -242,13 +271,14 @@ async def open_task_media(
             else:
                 media = _muxed(fetcher, plan, selection, config, options, listed)
         chunks = media.chunks
-        media.chunks = _tee(chunks, media.head)
+        media.chunks = _tee(chunks, media)
         try:
             yield media
         except TaskFailure as exc:
             MEDIA_FAILURES.labels(plan.source_kind, exc.code).inc()
             raise
         finally:
+            await media.stop_probing()
             # The store may stop reading early: ffmpeg is stopped and responses closed now.
             for stream in (media.chunks, chunks):
                 aclose = getattr(stream, "aclose", None)

@@ -24,6 +24,7 @@ Quality = int | Literal["best"]
 Mode = Literal["auto", "audio", "mute"]
 AudioFormat = Literal["original", "mp3", "opus"]
 
+PROBE_BYTES = 1024 * 1024  # of the stored file's start, for ffprobe
 QUALITIES: tuple[int, ...] = (2160, 1440, 1080, 720, 480, 360, 240, 144)
 MODES: tuple[str, ...] = ("auto", "audio", "mute")
 AUDIO_FORMATS: tuple[str, ...] = ("original", "mp3", "opus")
@@ -97,3 +98,6 @@ class Plan:
     headers: dict[str, str] = field(default_factory=dict)
     # A direct file's body, which survives the source breaking off.
     body: ResumableBody | None = None
+    # A direct file's first bytes (up to PROBE_BYTES) when its body starts where another
+    # attempt's stored parts end: what the stored file is, is probed from its start.
+    start: bytes = b""
