@@ -185,7 +185,7 @@ async def _tee(chunks: AsyncIterator[bytes], media: Media) -> AsyncIterator[byte
     """The chunks, keeping the stored file's first PROBE_BYTES in ``media.head``."""
     head = media.head
     # A direct file going on from another attempt's parts came with its start already.
-    keeping = not (media.body is not None and media.plan.start)
+    keeping = not media.plan.start
     async for chunk in chunks:
         if isinstance(chunk, Restarted):
             await media.stop_probing()
